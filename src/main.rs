@@ -1,0 +1,125 @@
+//! `ws-relay`: the relay server. Every flag also reads from an environment variable.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use log::{error, info};
+use ws_relay::proto::handshake::HandshakeLimits;
+use ws_relay::proto::message::MessageLimits;
+use ws_relay::server::{Server, ServerConfig};
+use ws_relay::{Config, Mode};
+
+/// A low-latency WebSocket relay for multiplayer browser games.
+///
+/// Clients connect to ws://HOST/<room>; the request path and query name the
+/// room. Each gets `<id> self`, hears `<id> join` and `<id> quit`, and sends
+/// `<id|*> <msgtype> [data]`, delivered as `<sender-id> <msgtype> [data]`.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WS_RELAY_LISTEN", default_value = "127.0.0.1:7927")]
+    listen: SocketAddr,
+
+    /// Serve an RFC 6455 echo service on every path instead of the relay (for conformance suites).
+    #[arg(long, env = "WS_RELAY_ECHO")]
+    echo: bool,
+
+    /// Largest message a client may send, in bytes (larger: close 1009).
+    #[arg(long, env = "WS_RELAY_MAX_MESSAGE", default_value_t = 64 * 1024)]
+    max_message: usize,
+
+    /// Most frames one message may be split into (more: close 1009).
+    #[arg(long, env = "WS_RELAY_MAX_FRAGMENTS", default_value_t = 1024)]
+    max_fragments: usize,
+
+    /// Largest HTTP upgrade request head, in bytes (larger: 431).
+    #[arg(long, env = "WS_RELAY_MAX_REQUEST_HEAD", default_value_t = 8 * 1024)]
+    max_request_head: usize,
+
+    /// Most header fields in the upgrade request (more: 431).
+    #[arg(long, env = "WS_RELAY_MAX_HEADERS", default_value_t = 64)]
+    max_headers: usize,
+
+    /// Longest request target, i.e. room name, in bytes (longer: 414).
+    #[arg(long, env = "WS_RELAY_MAX_TARGET", default_value_t = 1024)]
+    max_target: usize,
+
+    /// Time a client has to complete its upgrade request (then: 408 and close).
+    #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+
+    /// A client silent this long is sent a ping.
+    #[arg(long, env = "WS_RELAY_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    ping_interval: Duration,
+
+    /// A pinged client silent this much longer is closed (1011).
+    #[arg(long, env = "WS_RELAY_PING_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    ping_timeout: Duration,
+
+    /// How long the relay waits for a client to answer its close frame.
+    #[arg(long, env = "WS_RELAY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    close_timeout: Duration,
+
+    /// On SIGTERM or SIGINT, how long to wait for clients to close before exiting.
+    #[arg(long, env = "WS_RELAY_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a duration like 250ms, 10s or 2m"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let relay = Config {
+        mode: if args.echo { Mode::Echo } else { Mode::Relay },
+        handshake: HandshakeLimits {
+            max_head: args.max_request_head,
+            max_headers: args.max_headers,
+            max_target: args.max_target,
+        },
+        message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
+        handshake_timeout: args.handshake_timeout,
+        ping_interval: args.ping_interval,
+        ping_timeout: args.ping_timeout,
+        close_timeout: args.close_timeout,
+    };
+    let config = ServerConfig { listen: args.listen, relay, drain_timeout: args.drain_timeout };
+    let server = match Server::bind(config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr().unwrap_or(config.listen);
+    info!(
+        "listening on {addr} ({:?} mode, max message {} B, handshake timeout {:?}, ping every {:?})",
+        config.relay.mode, config.relay.message.max_message, config.relay.handshake_timeout, config.relay.ping_interval
+    );
+    // Scripts and tests that bind port 0 read the real address from this line.
+    println!("listening on {addr}");
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

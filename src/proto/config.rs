@@ -1,0 +1,48 @@
+//! What the core is told at start: its mode, limits and timeouts.
+
+use std::time::Duration;
+
+use super::handshake::HandshakeLimits;
+use super::message::MessageLimits;
+
+/// What an upgraded connection does with its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The ws-relay protocol: rooms, ids, `<target> <rest>` routing.
+    Relay,
+    /// Every message is sent back to its sender, for conformance suites.
+    Echo,
+}
+
+/// The core's configuration. [`Config::default`] is what the binary runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Relay or echo.
+    pub mode: Mode,
+    /// Limits on the upgrade request.
+    pub handshake: HandshakeLimits,
+    /// Limits on incoming messages.
+    pub message: MessageLimits,
+    /// A connection that has not completed its upgrade by then is closed (408).
+    pub handshake_timeout: Duration,
+    /// A client silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A pinged client silent this much longer is closed (1011).
+    pub ping_timeout: Duration,
+    /// After the relay sends a close frame, how long it waits for the client's.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Relay,
+            handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
+            message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The core's errors, one type per layer, each carrying the answer the peer gets:
+//! [`HandshakeError`] an HTTP status, [`ProtocolError`] (framing) and
+//! [`RelayError`] (the relay's message format) a WebSocket close code.
+
+use std::fmt;
+
+/// Why an HTTP upgrade request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The request head could not be parsed as HTTP/1.1.
+    Malformed,
+    /// The request head grew past the configured size or header count.
+    HeadTooLarge,
+    /// The request line's target is longer than allowed.
+    TargetTooLong,
+    /// The method is not GET.
+    MethodNotAllowed,
+    /// HTTP/1.0 or older: an upgrade needs HTTP/1.1.
+    OldHttpVersion,
+    /// No Host header.
+    MissingHost,
+    /// A body was announced (Content-Length or Transfer-Encoding) on a GET.
+    UnexpectedBody,
+    /// Upgrade or Connection headers do not ask for a WebSocket.
+    NotWebSocket,
+    /// Sec-WebSocket-Version is missing or not 13.
+    UnsupportedVersion,
+    /// Sec-WebSocket-Key is missing or not 16 bytes in base64.
+    BadKey,
+    /// A plain HTTP request for a path the relay does not serve.
+    NotFound,
+    /// The client did not finish its request in time.
+    Timeout,
+    /// The relay is shutting down.
+    ShuttingDown,
+}
+
+impl HandshakeError {
+    /// The HTTP status this error is answered with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Malformed | Self::MissingHost | Self::UnexpectedBody | Self::BadKey => 400,
+            Self::HeadTooLarge => 431,
+            Self::TargetTooLong => 414,
+            Self::MethodNotAllowed => 405,
+            Self::OldHttpVersion => 505,
+            Self::NotWebSocket | Self::UnsupportedVersion => 426,
+            Self::NotFound => 404,
+            Self::Timeout => 408,
+            Self::ShuttingDown => 503,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "malformed HTTP request",
+            Self::HeadTooLarge => "request header fields too large",
+            Self::TargetTooLong => "request target too long",
+            Self::MethodNotAllowed => "only GET can upgrade to a WebSocket",
+            Self::OldHttpVersion => "a WebSocket upgrade needs HTTP/1.1",
+            Self::MissingHost => "missing Host header",
+            Self::UnexpectedBody => "an upgrade request must not carry a body",
+            Self::NotWebSocket => "this is a WebSocket relay: send Upgrade: websocket",
+            Self::UnsupportedVersion => "only WebSocket version 13 is supported",
+            Self::BadKey => "Sec-WebSocket-Key must be 16 bytes in base64",
+            Self::NotFound => "not found",
+            Self::Timeout => "request timeout",
+            Self::ShuttingDown => "shutting down",
+        })
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// A breach of RFC 6455 by the peer, fatal to its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// An RSV bit is set and no extension was negotiated.
+    ReservedBits,
+    /// The opcode is one RFC 6455 reserves.
+    ReservedOpcode,
+    /// A length was not written in its shortest form.
+    NonMinimalLength,
+    /// A 64-bit length has its most significant bit set.
+    LengthHighBit,
+    /// A client frame arrived without a mask.
+    UnmaskedFrame,
+    /// A control frame had FIN clear.
+    FragmentedControl,
+    /// A control frame carried more than 125 bytes.
+    ControlTooLong,
+    /// A continuation frame arrived with no message in progress.
+    UnexpectedContinuation,
+    /// A new data frame arrived while a fragmented message was in progress.
+    ExpectedContinuation,
+    /// A close frame carried a one-byte payload.
+    CloseTooShort,
+    /// A close frame carried a code that may not be sent.
+    InvalidCloseCode,
+    /// A close frame's reason is not UTF-8.
+    InvalidCloseReason,
+    /// A text message is not UTF-8.
+    InvalidUtf8,
+    /// A message would exceed the configured maximum size.
+    MessageTooBig,
+    /// A message was split into more fragments than allowed.
+    TooManyFragments,
+}
+
+impl ProtocolError {
+    /// The close code this error is answered with.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Self::InvalidUtf8 | Self::InvalidCloseReason => 1007,
+            Self::MessageTooBig | Self::TooManyFragments => 1009,
+            _ => 1002,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ReservedBits => "reserved bits set",
+            Self::ReservedOpcode => "reserved opcode",
+            Self::NonMinimalLength => "length not minimally encoded",
+            Self::LengthHighBit => "64-bit length with the high bit set",
+            Self::UnmaskedFrame => "client frames must be masked",
+            Self::FragmentedControl => "fragmented control frame",
+            Self::ControlTooLong => "control frame longer than 125 bytes",
+            Self::UnexpectedContinuation => "continuation frame without a message",
+            Self::ExpectedContinuation => "new message before the last one ended",
+            Self::CloseTooShort => "close frame with a one-byte payload",
+            Self::InvalidCloseCode => "invalid close code",
+            Self::InvalidCloseReason => "close reason is not UTF-8",
+            Self::InvalidUtf8 => "text message is not UTF-8",
+            Self::MessageTooBig => "message too big",
+            Self::TooManyFragments => "too many fragments",
+        })
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A well-formed WebSocket message that breaks the relay's `<target> <rest>` format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayError {
+    /// The message is empty or only whitespace.
+    MissingTarget,
+    /// The target is neither `*` nor a decimal id.
+    InvalidTarget,
+    /// Nothing follows the target.
+    EmptyMessage,
+}
+
+impl RelayError {
+    /// The close code this error is answered with: policy violation.
+    pub fn close_code(self) -> u16 {
+        1008
+    }
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MissingTarget => "message has no target: send `<id|*> <msgtype> [data]`",
+            Self::InvalidTarget => "target must be `*` or a decimal client id",
+            Self::EmptyMessage => "message has nothing after the target",
+        })
+    }
+}
+
+impl std::error::Error for RelayError {}

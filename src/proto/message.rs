@@ -1,0 +1,331 @@
+//! Frames into messages: fragmentation with interleaved control frames, the
+//! size and fragment limits (checked from the header, before buffering),
+//! incremental UTF-8 validation of text, and close-frame validation.
+
+use super::error::ProtocolError;
+use super::frame::{FrameDecoder, FrameEvent, FrameHeader, OpCode};
+use super::utf8::Utf8Validator;
+
+/// A complete message, borrowed from the decoder until its next call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message; the bytes are valid UTF-8.
+    Text(&'a [u8]),
+    /// A binary message.
+    Binary(&'a [u8]),
+    /// A ping and its payload.
+    Ping(&'a [u8]),
+    /// A pong and its payload.
+    Pong(&'a [u8]),
+    /// A close frame: `None` if it carried no code.
+    Close(Option<(u16, &'a str)>),
+}
+
+/// Limits a [`MessageDecoder`] enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageLimits {
+    /// Largest message, summed over its fragments, in bytes.
+    pub max_message: usize,
+    /// Most frames one message may be split into.
+    pub max_fragments: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Done {
+    Text,
+    Binary,
+    Ping,
+    Pong,
+    Close,
+}
+
+/// Turns client bytes into [`Message`]s, whatever way they are chunked.
+#[derive(Debug)]
+pub struct MessageDecoder {
+    frames: FrameDecoder,
+    limits: MessageLimits,
+    current: Option<FrameHeader>,
+    data: Vec<u8>,
+    data_opcode: Option<OpCode>,
+    fragments: usize,
+    utf8: Utf8Validator,
+    control: Vec<u8>,
+    returned: bool,
+}
+
+impl MessageDecoder {
+    /// A decoder for frames from a client: every frame must be masked.
+    pub fn new(limits: MessageLimits) -> Self {
+        Self {
+            frames: FrameDecoder::default(),
+            limits,
+            current: None,
+            data: Vec::new(),
+            data_opcode: None,
+            fragments: 0,
+            utf8: Utf8Validator::default(),
+            control: Vec::new(),
+            returned: false,
+        }
+    }
+
+    /// Consumes bytes from the front of `input` until a message is complete or
+    /// the input runs out. Returns the bytes consumed and the message, if any.
+    /// After an error the decoder must not be used again.
+    pub fn decode(&mut self, mut input: &[u8]) -> Result<(usize, Option<Message<'_>>), ProtocolError> {
+        if std::mem::take(&mut self.returned) {
+            self.data.clear();
+        }
+        let total = input.len();
+        let done = loop {
+            let control = self.current.is_some_and(|h| h.opcode.is_control());
+            let sink = if control { &mut self.control } else { &mut self.data };
+            let (n, event) = self.frames.decode(input, sink)?;
+            input = &input[n..];
+            match event {
+                None => return Ok((total - input.len(), None)),
+                Some(FrameEvent::Header(h)) => self.start_frame(h)?,
+                Some(FrameEvent::Payload(n)) => {
+                    if !control && self.data_opcode == Some(OpCode::Text) {
+                        let new = &self.data[self.data.len() - n..];
+                        self.utf8.feed(new).map_err(|()| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                Some(FrameEvent::End) => {
+                    if let Some(done) = self.end_frame()? {
+                        break done;
+                    }
+                }
+            }
+        };
+        let consumed = total - input.len();
+        let message = match done {
+            Done::Text => Message::Text(&self.data),
+            Done::Binary => Message::Binary(&self.data),
+            Done::Ping => Message::Ping(&self.control),
+            Done::Pong => Message::Pong(&self.control),
+            Done::Close => Message::Close(parse_close(&self.control)?),
+        };
+        Ok((consumed, Some(message)))
+    }
+
+    fn start_frame(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
+        if h.mask.is_none() {
+            return Err(ProtocolError::UnmaskedFrame);
+        }
+        match h.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if self.data_opcode.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                self.data_opcode = Some(h.opcode);
+                self.fragments = 0;
+            }
+            OpCode::Continuation => {
+                if self.data_opcode.is_none() {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                }
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                self.control.clear();
+                self.current = Some(h);
+                return Ok(());
+            }
+        }
+        self.fragments += 1;
+        if self.fragments > self.limits.max_fragments {
+            return Err(ProtocolError::TooManyFragments);
+        }
+        let size = (self.data.len() as u64).saturating_add(h.len);
+        if size > self.limits.max_message as u64 {
+            return Err(ProtocolError::MessageTooBig);
+        }
+        // Reserve once from the header so a large frame does not regrow the buffer per read.
+        self.data.reserve(usize::try_from(h.len).unwrap_or(0));
+        self.current = Some(h);
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> Result<Option<Done>, ProtocolError> {
+        // End only follows a Header, which always sets `current`.
+        let Some(h) = self.current.take() else { return Ok(None) };
+        Ok(match h.opcode {
+            OpCode::Ping => Some(Done::Ping),
+            OpCode::Pong => Some(Done::Pong),
+            OpCode::Close => Some(Done::Close),
+            _ if !h.fin => None,
+            _ => {
+                let opcode = self.data_opcode.take();
+                self.returned = true;
+                if opcode == Some(OpCode::Text) {
+                    self.utf8.finish().map_err(|()| ProtocolError::InvalidUtf8)?;
+                    Some(Done::Text)
+                } else {
+                    Some(Done::Binary)
+                }
+            }
+        })
+    }
+
+    /// True when no message or frame is partly received.
+    pub fn is_idle(&self) -> bool {
+        self.frames.is_idle() && self.data_opcode.is_none()
+    }
+}
+
+/// Parses and validates a close frame's payload (RFC 6455 §5.5.1, §7.4).
+pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::CloseTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(ProtocolError::InvalidCloseCode);
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok(Some((code, reason)))
+        }
+    }
+}
+
+/// Codes a peer may put in a close frame: the registered ones, less those
+/// reserved for local use (1004-1006, 1015), plus the private ranges.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::apply_mask;
+
+    const LIMITS: MessageLimits = MessageLimits { max_message: 1000, max_fragments: 4 };
+
+    fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mask = [0xA1, 0xB2, 0xC3, 0xD4];
+        let mut out = Vec::new();
+        FrameHeader { fin, opcode, mask: Some(mask), len: payload.len() as u64 }.encode(&mut out);
+        let mut p = payload.to_vec();
+        apply_mask(&mut p, mask, 0);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Text(Vec<u8>),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(Option<(u16, String)>),
+    }
+
+    fn run(chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
+        let mut d = MessageDecoder::new(LIMITS);
+        let mut got = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            loop {
+                match d.decode(rest) {
+                    Err(e) => return (got, Some(e)),
+                    Ok((n, m)) => {
+                        got.extend(m.map(|m| match m {
+                            Message::Text(t) => Owned::Text(t.to_vec()),
+                            Message::Binary(b) => Owned::Binary(b.to_vec()),
+                            Message::Ping(p) => Owned::Ping(p.to_vec()),
+                            Message::Pong(p) => Owned::Pong(p.to_vec()),
+                            Message::Close(c) => Owned::Close(c.map(|(c, r)| (c, r.to_owned()))),
+                        }));
+                        rest = &rest[n..];
+                        if rest.is_empty() && n == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (got, None)
+    }
+
+    fn byte_by_byte(wire: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
+        let chunks: Vec<&[u8]> = wire.chunks(1).collect();
+        run(&chunks)
+    }
+
+    #[test]
+    fn fragments_with_a_ping_between() {
+        let mut wire = client_frame(false, OpCode::Text, "hé".as_bytes()[..2].as_ref());
+        wire.extend(client_frame(true, OpCode::Ping, b"p"));
+        wire.extend(client_frame(true, OpCode::Continuation, &"hé".as_bytes()[2..]));
+        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".as_bytes().to_vec())];
+        assert_eq!(run(&[&wire]), (want, None));
+        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".as_bytes().to_vec())];
+        assert_eq!(byte_by_byte(&wire), (want, None));
+    }
+
+    #[test]
+    fn fragmentation_rules() {
+        let cont = client_frame(true, OpCode::Continuation, b"x");
+        assert_eq!(run(&[&cont]).1, Some(ProtocolError::UnexpectedContinuation));
+        let mut two = client_frame(false, OpCode::Text, b"a");
+        two.extend(client_frame(true, OpCode::Binary, b"b"));
+        assert_eq!(run(&[&two]).1, Some(ProtocolError::ExpectedContinuation));
+        let mut many = Vec::new();
+        for _ in 0..4 {
+            many.extend(client_frame(false, OpCode::Binary, b"a"));
+        }
+        many.extend(client_frame(true, OpCode::Continuation, b"a"));
+        let mut four = many.clone();
+        four.truncate(four.len() - 7);
+        four.extend(client_frame(true, OpCode::Continuation, b"a"));
+        assert_eq!(run(&[&many]).1, Some(ProtocolError::TooManyFragments));
+    }
+
+    #[test]
+    fn size_is_checked_from_the_header() {
+        let mut header = Vec::new();
+        FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 1001 }.encode(&mut header);
+        // Only the header is sent: the refusal does not wait for the payload.
+        assert_eq!(run(&[&header]).1, Some(ProtocolError::MessageTooBig));
+        let mut split = client_frame(false, OpCode::Binary, &[0; 600]);
+        split.extend(client_frame(true, OpCode::Continuation, &[0; 401])[..8].to_vec());
+        assert_eq!(run(&[&split]).1, Some(ProtocolError::MessageTooBig));
+    }
+
+    #[test]
+    fn utf8_fails_fast_across_fragments() {
+        let mut wire = client_frame(false, OpCode::Text, b"ok\xe0");
+        wire.extend(client_frame(false, OpCode::Continuation, b"\x80"));
+        assert_eq!(run(&[&wire]).1, Some(ProtocolError::InvalidUtf8));
+        let cut = client_frame(true, OpCode::Text, b"ok\xe2\x82");
+        assert_eq!(byte_by_byte(&cut).1, Some(ProtocolError::InvalidUtf8));
+        // Binary is not text: any bytes go.
+        assert_eq!(run(&[&client_frame(true, OpCode::Binary, b"\xff")]).0, vec![Owned::Binary(vec![0xff])]);
+    }
+
+    #[test]
+    fn close_frames_are_validated() {
+        let ok = client_frame(true, OpCode::Close, b"\x03\xe8bye");
+        assert_eq!(run(&[&ok]).0, vec![Owned::Close(Some((1000, "bye".into())))]);
+        assert_eq!(run(&[&client_frame(true, OpCode::Close, b"")]).0, vec![Owned::Close(None)]);
+        assert_eq!(run(&[&client_frame(true, OpCode::Close, b"\x03")]).1, Some(ProtocolError::CloseTooShort));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            let f = client_frame(true, OpCode::Close, &code.to_be_bytes());
+            assert_eq!(run(&[&f]).1, Some(ProtocolError::InvalidCloseCode), "{code}");
+        }
+        let bad = client_frame(true, OpCode::Close, b"\x03\xe8\xff");
+        assert_eq!(run(&[&bad]).1, Some(ProtocolError::InvalidCloseReason));
+    }
+
+    #[test]
+    fn unmasked_frames_are_refused() {
+        let mut f = Vec::new();
+        encode_unmasked(&mut f);
+        assert_eq!(run(&[&f]).1, Some(ProtocolError::UnmaskedFrame));
+    }
+
+    fn encode_unmasked(out: &mut Vec<u8>) {
+        crate::proto::frame::encode_frame(out, OpCode::Text, b"hi");
+    }
+}

@@ -1,0 +1,63 @@
+//! Counters the core keeps as it goes, for logs and metrics.
+
+use super::action::CloseReason;
+
+/// Running totals since the core started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections handed to the core.
+    pub connections: u64,
+    /// Upgrades completed.
+    pub upgrades: u64,
+    /// Data messages received from clients.
+    pub messages_received: u64,
+    /// Copies of messages queued to recipients, notices included.
+    pub deliveries: u64,
+    /// Messages addressed to an id no client in the room has.
+    pub undeliverable: u64,
+    /// Bytes received from clients.
+    pub bytes_received: u64,
+    /// Connections ended, by reason.
+    pub closes: CloseCounts,
+}
+
+/// Connections ended, one counter per kind of [`CloseReason`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloseCounts {
+    /// The client sent a close frame.
+    pub client_close: u64,
+    /// The transport ended without one.
+    pub transport_closed: u64,
+    /// RFC 6455 was broken.
+    pub protocol_error: u64,
+    /// The relay format was broken.
+    pub relay_error: u64,
+    /// The upgrade was refused.
+    pub handshake_refused: u64,
+    /// A plain HTTP request was answered.
+    pub http_served: u64,
+    /// A keepalive ping went unanswered.
+    pub keepalive_timeout: u64,
+    /// The close handshake was not completed in time.
+    pub close_timeout: u64,
+    /// The relay shut down.
+    pub shutdown: u64,
+}
+
+impl CloseCounts {
+    /// Counts one close.
+    pub fn add(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::ClientClose => &mut self.client_close,
+            CloseReason::TransportClosed => &mut self.transport_closed,
+            CloseReason::Protocol(_) => &mut self.protocol_error,
+            CloseReason::Relay(_) => &mut self.relay_error,
+            CloseReason::Handshake(_) => &mut self.handshake_refused,
+            CloseReason::HttpServed => &mut self.http_served,
+            CloseReason::KeepaliveTimeout => &mut self.keepalive_timeout,
+            CloseReason::CloseTimeout => &mut self.close_timeout,
+            CloseReason::Shutdown => &mut self.shutdown,
+        };
+        *counter += 1;
+    }
+}

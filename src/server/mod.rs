@@ -1,0 +1,336 @@
+//! The driver: one thread, one mio poll loop, connections in a slab. It moves
+//! bytes between sockets and the [`Relay`] core and does nothing else: every
+//! protocol decision is the core's.
+//!
+//! Each loop turn reads every readable socket (up to a budget, so one client
+//! cannot hold the loop), feeds the core, applies its actions to per-connection
+//! output buffers, and then writes each buffer that changed at most once.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::proto::{Action, Config, ConnId, Relay};
+
+/// Special tokens sit at the top of the range, where slab keys never reach.
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Bytes read from one socket per loop turn before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// An output buffer emptied after holding more than this is given back, so a
+/// burst does not pin memory for the connection's lifetime.
+const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The core's configuration.
+    pub relay: Config,
+    /// After SIGTERM or SIGINT, how long to wait for clients to finish closing.
+    pub drain_timeout: Duration,
+}
+
+struct Client {
+    stream: TcpStream,
+    conn: ConnId,
+    out: Vec<u8>,
+    written: usize,
+    queued: bool,
+}
+
+/// The listening relay.
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Signals,
+    relay: Relay,
+    clients: Slab<Client>,
+    /// Core connection slot → client key.
+    by_conn: Vec<usize>,
+    /// Clients whose output changed this turn.
+    to_flush: Vec<usize>,
+    /// Clients that used their read budget and still have bytes waiting.
+    to_read: Vec<usize>,
+    buf: Box<[u8]>,
+    drain_timeout: Duration,
+    drain_deadline: Option<Instant>,
+}
+
+impl Server {
+    /// Binds the listener and installs the SIGINT/SIGTERM handlers.
+    pub fn bind(config: ServerConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            listener: Some(listener),
+            signals,
+            relay: Relay::new(config.relay),
+            clients: Slab::new(),
+            by_conn: Vec::new(),
+            to_flush: Vec::new(),
+            to_read: Vec::new(),
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            drain_timeout: config.drain_timeout,
+            drain_deadline: None,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "listener closed")),
+        }
+    }
+
+    /// Serves until a signal asks it to stop and the clients have drained.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // The one clock read of the turn: every input below carries this time.
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    SIGNALS => {
+                        if self.signals.pending().next().is_some() {
+                            if self.drain_deadline.is_some() {
+                                info!("second signal: exiting without waiting for clients");
+                                return Ok(());
+                            }
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, event.is_read_closed(), now);
+                        }
+                        if event.is_writable() {
+                            self.mark_flush(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.to_read) {
+                self.read(key, false, now);
+            }
+            self.relay.handle_timeout(now);
+            self.apply();
+            self.flush(now);
+            if let Some(deadline) = self.drain_deadline {
+                if self.clients.is_empty() || now >= deadline {
+                    info!("shut down with {} connections left", self.clients.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.to_read.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = match (self.relay.poll_timeout(), self.drain_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Round up so we never wake a hair early and spin once for nothing.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        info!("shutting down: closing {} connections", self.clients.len());
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.drain_deadline = Some(now + self.drain_timeout);
+        self.relay.shutdown(now);
+        self.apply();
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.listener else { return };
+            let (mut stream, addr) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!("{addr}: TCP_NODELAY: {e}");
+            }
+            let entry = self.clients.vacant_entry();
+            let key = entry.key();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+                warn!("{addr}: register failed: {e}");
+                continue;
+            }
+            let conn = self.relay.handle_connect(now);
+            entry.insert(Client { stream, conn, out: Vec::new(), written: 0, queued: false });
+            if self.by_conn.len() <= conn.index() {
+                self.by_conn.resize(conn.index() + 1, usize::MAX);
+            }
+            self.by_conn[conn.index()] = key;
+            debug!("{conn} connected from {addr}");
+            self.apply();
+        }
+    }
+
+    /// Reads until the socket is drained or the budget is spent.
+    fn read(&mut self, key: usize, read_closed: bool, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(client) = self.clients.get_mut(key) else { return };
+            let conn = client.conn;
+            match client.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    self.relay.handle_close(conn, now);
+                    return self.apply();
+                }
+                Ok(n) => {
+                    self.relay.handle_read(conn, &self.buf[..n], now);
+                    self.apply();
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.to_read.push(key);
+                        return;
+                    }
+                    // A short read from a stream socket means it is drained (epoll(7)),
+                    // unless the peer also shut its side, which only a 0 read reports.
+                    if n < self.buf.len() && !read_closed {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{conn} read error: {e}");
+                    self.relay.handle_close(conn, now);
+                    return self.apply();
+                }
+            }
+        }
+    }
+
+    /// Drains the core's actions into output buffers.
+    fn apply(&mut self) {
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                Action::Send { to, bytes } => queue(&mut self.clients, &self.by_conn, &mut self.to_flush, to, bytes),
+                Action::Broadcast { to, bytes } => {
+                    for &conn in to {
+                        queue(&mut self.clients, &self.by_conn, &mut self.to_flush, conn, bytes);
+                    }
+                }
+                Action::Close { conn, reason } => {
+                    let Some(key) = client_key(&self.clients, &self.by_conn, conn) else { continue };
+                    let mut client = self.clients.remove(key);
+                    // One last write of what is queued; a client that is not reading loses it.
+                    let _ = client.write_out();
+                    let _ = client.stream.shutdown(Shutdown::Write);
+                    let _ = self.poll.registry().deregister(&mut client.stream);
+                    debug!("{conn} disconnected: {reason}");
+                }
+            }
+        }
+    }
+
+    /// One write per client whose output changed this turn.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut failed = Vec::new();
+            for key in self.to_flush.drain(..) {
+                let Some(client) = self.clients.get_mut(key) else { continue };
+                client.queued = false;
+                if let Err(e) = client.write_out() {
+                    debug!("{} write error: {e}", client.conn);
+                    failed.push(client.conn);
+                }
+            }
+            if failed.is_empty() {
+                return;
+            }
+            // The peers of a dead client hear its quit in this same turn.
+            for conn in failed {
+                self.relay.handle_close(conn, now);
+            }
+            self.apply();
+        }
+    }
+
+    fn mark_flush(&mut self, key: usize) {
+        if let Some(client) = self.clients.get_mut(key) {
+            if !client.queued {
+                client.queued = true;
+                self.to_flush.push(key);
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Writes what is pending in one call; a short write waits for the next
+    /// writable event.
+    fn write_out(&mut self) -> io::Result<()> {
+        if self.written == self.out.len() {
+            return Ok(());
+        }
+        match self.stream.write(&self.out[self.written..]) {
+            Ok(n) => {
+                self.written += n;
+                if self.written == self.out.len() {
+                    self.written = 0;
+                    self.out.clear();
+                    if self.out.capacity() > KEEP_OUT_CAPACITY {
+                        self.out = Vec::new();
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn client_key(clients: &Slab<Client>, by_conn: &[usize], conn: ConnId) -> Option<usize> {
+    let key = *by_conn.get(conn.index())?;
+    clients.get(key).filter(|c| c.conn == conn).map(|_| key)
+}
+
+fn queue(clients: &mut Slab<Client>, by_conn: &[usize], to_flush: &mut Vec<usize>, conn: ConnId, bytes: &[u8]) {
+    let Some(key) = client_key(clients, by_conn, conn) else { return };
+    let client = &mut clients[key];
+    client.out.extend_from_slice(bytes);
+    if !client.queued {
+        client.queued = true;
+        to_flush.push(key);
+    }
+}
