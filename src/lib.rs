@@ -20,8 +20,15 @@
 //! assert!(bytes.ends_with(b"\x81\x061 self"));
 //! ```
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod server;
 
 pub use proto::{Action, CloseReason, Config, ConnId, Mode, Relay};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -39,11 +39,10 @@ impl HandshakeError {
     /// The HTTP status this error is answered with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::Malformed | Self::MissingHost | Self::UnexpectedBody | Self::BadKey => 400,
+            Self::Malformed | Self::OldHttpVersion | Self::MissingHost | Self::UnexpectedBody | Self::BadKey => 400,
             Self::HeadTooLarge => 431,
             Self::TargetTooLong => 414,
             Self::MethodNotAllowed => 405,
-            Self::OldHttpVersion => 505,
             Self::NotWebSocket | Self::UnsupportedVersion => 426,
             Self::NotFound => 404,
             Self::Timeout => 408,

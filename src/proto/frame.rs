@@ -205,11 +205,7 @@ impl FrameDecoder {
     /// Consumes bytes from the front of `input`, unmasking payload bytes into
     /// `sink`. Returns how many bytes were consumed and what they completed;
     /// `None` means all of `input` was consumed and more is needed.
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        sink: &mut Vec<u8>,
-    ) -> Result<(usize, Option<FrameEvent>), ProtocolError> {
+    pub fn decode(&mut self, input: &[u8], sink: &mut Vec<u8>) -> Result<(usize, Option<FrameEvent>), ProtocolError> {
         if let Some(body) = &mut self.body {
             if body.remaining == 0 {
                 self.body = None;

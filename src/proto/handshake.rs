@@ -130,10 +130,7 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     if !path.starts_with('/') {
         return Err(HandshakeError::NotFound);
     }
-    Ok(Request::Upgrade {
-        target: path.as_bytes().to_vec(),
-        accept: tungstenite::handshake::derive_accept_key(key),
-    })
+    Ok(Request::Upgrade { target: path.as_bytes().to_vec(), accept: tungstenite::handshake::derive_accept_key(key) })
 }
 
 /// True if the comma-separated header value lists `token`, ignoring case.

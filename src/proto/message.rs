@@ -88,7 +88,7 @@ impl MessageDecoder {
                 Some(FrameEvent::Payload(n)) => {
                     if !control && self.data_opcode == Some(OpCode::Text) {
                         let new = &self.data[self.data.len() - n..];
-                        self.utf8.feed(new).map_err(|()| ProtocolError::InvalidUtf8)?;
+                        self.utf8.feed(new)?;
                     }
                 }
                 Some(FrameEvent::End) => {
@@ -158,7 +158,7 @@ impl MessageDecoder {
                 let opcode = self.data_opcode.take();
                 self.returned = true;
                 if opcode == Some(OpCode::Text) {
-                    self.utf8.finish().map_err(|()| ProtocolError::InvalidUtf8)?;
+                    self.utf8.finish()?;
                     Some(Done::Text)
                 } else {
                     Some(Done::Binary)
@@ -271,15 +271,16 @@ mod tests {
         let mut two = client_frame(false, OpCode::Text, b"a");
         two.extend(client_frame(true, OpCode::Binary, b"b"));
         assert_eq!(run(&[&two]).1, Some(ProtocolError::ExpectedContinuation));
-        let mut many = Vec::new();
-        for _ in 0..4 {
-            many.extend(client_frame(false, OpCode::Binary, b"a"));
+        let mut four = client_frame(false, OpCode::Binary, b"a");
+        for _ in 0..2 {
+            four.extend(client_frame(false, OpCode::Continuation, b"a"));
         }
-        many.extend(client_frame(true, OpCode::Continuation, b"a"));
-        let mut four = many.clone();
-        four.truncate(four.len() - 7);
+        let mut five = four.clone();
         four.extend(client_frame(true, OpCode::Continuation, b"a"));
-        assert_eq!(run(&[&many]).1, Some(ProtocolError::TooManyFragments));
+        assert_eq!(run(&[&four]), (vec![Owned::Binary(b"aaaa".to_vec())], None));
+        five.extend(client_frame(false, OpCode::Continuation, b"a"));
+        five.extend(client_frame(true, OpCode::Continuation, b"a"));
+        assert_eq!(run(&[&five]).1, Some(ProtocolError::TooManyFragments));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`envelope`] and [`room`] → [`Action`]s.
 
 pub mod action;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod envelope;

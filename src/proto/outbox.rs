@@ -70,7 +70,9 @@ impl Outbox {
                 let to = self.conns.pop().expect("one recipient was just pushed");
                 self.send(to, start);
             }
-            _ => self.queue.push_back(Queued::Broadcast { to: first..self.conns.len(), bytes: start..self.bytes.len() }),
+            _ => {
+                self.queue.push_back(Queued::Broadcast { to: first..self.conns.len(), bytes: start..self.bytes.len() })
+            }
         }
         count
     }

@@ -85,6 +85,13 @@ impl Relay {
         self.rooms.by_name(name).map_or_else(Vec::new, |r| r.members().iter().map(|m| m.id).collect())
     }
 
+    /// The room name and id of `conn`, while it is in a room.
+    pub fn member(&self, conn: ConnId) -> Option<(&[u8], u64)> {
+        let c = self.conns.get(conn.index()).filter(|c| c.id == conn)?;
+        let Phase::Open { member: Some((room, id)), .. } = c.phase else { return None };
+        Some((&self.rooms.get(room)?.name, id))
+    }
+
     /// True once [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
@@ -169,7 +176,9 @@ impl Relay {
         self.outbox.poll()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next. It
+    /// may be earlier than needed (a deadline that has since moved); calling
+    /// then is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
@@ -278,10 +287,12 @@ impl Relay {
                             self.stats.deliveries += 1;
                             Next::Continue
                         }
-                        Some((room, id)) => match route(&self.rooms, &mut self.outbox, &mut self.stats, room, id, opcode, m) {
-                            Ok(()) => Next::Continue,
-                            Err(e) => Next::Reject(e),
-                        },
+                        Some((room, id)) => {
+                            match route(&self.rooms, &mut self.outbox, &mut self.stats, room, id, opcode, m) {
+                                Ok(()) => Next::Continue,
+                                Err(e) => Next::Reject(e),
+                            }
+                        }
                     }
                 }
                 Message::Ping(payload) => {

@@ -1,6 +1,8 @@
 //! Incremental UTF-8 validation, so a text message split across frames or reads
 //! is refused at the first byte that cannot be part of valid UTF-8 (fail fast).
 
+use super::error::ProtocolError;
+
 /// Validates UTF-8 fed in pieces, holding at most one incomplete code point.
 #[derive(Clone, Debug, Default)]
 pub struct Utf8Validator {
@@ -11,7 +13,7 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// Checks the next piece; `Err` as soon as the bytes so far cannot be a
     /// prefix of valid UTF-8.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), ()> {
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
         if self.len > 0 {
             let width = sequence_width(self.partial[0]);
             while self.len < width && !data.is_empty() {
@@ -22,7 +24,7 @@ impl Utf8Validator {
             match std::str::from_utf8(&self.partial[..self.len]) {
                 Ok(_) => self.len = 0,
                 Err(e) if e.error_len().is_none() => return Ok(()),
-                Err(_) => return Err(()),
+                Err(_) => return Err(ProtocolError::InvalidUtf8),
             }
         }
         match std::str::from_utf8(data) {
@@ -33,18 +35,18 @@ impl Utf8Validator {
                 self.len = tail.len();
                 Ok(())
             }
-            Err(_) => Err(()),
+            Err(_) => Err(ProtocolError::InvalidUtf8),
         }
     }
 
     /// Ends the text: `Err` if it stopped inside a code point.
-    pub fn finish(&mut self) -> Result<(), ()> {
+    pub fn finish(&mut self) -> Result<(), ProtocolError> {
         let complete = self.len == 0;
         self.len = 0;
         if complete {
             Ok(())
         } else {
-            Err(())
+            Err(ProtocolError::InvalidUtf8)
         }
     }
 }

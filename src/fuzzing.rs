@@ -1,0 +1,552 @@
+//! The bodies of the cargo-fuzz targets in `fuzz/`. They live in the library so
+//! that `cargo test` replays the committed corpus and every crash ever found
+//! (`fuzz/corpus/<target>/`, `fuzz/regressions/<target>/`) as regression tests.
+//!
+//! Each body panics when an invariant breaks; otherwise it returns quietly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
+use crate::proto::error::{HandshakeError, ProtocolError};
+use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader, OpCode};
+use crate::proto::handshake::{HandshakeLimits, Request, RequestReader};
+use crate::proto::message::{Message, MessageDecoder, MessageLimits};
+use crate::proto::{Action, Config, ConnId, Relay};
+
+/// Splits `data` into a chunking seed and the input proper.
+fn seed_and_input(data: &[u8]) -> (u32, &[u8]) {
+    match data {
+        [a, b, rest @ ..] => (u32::from(u16::from_le_bytes([*a, *b])) | 1, rest),
+        _ => (1, data),
+    }
+}
+
+/// Cuts `input` into pieces of pseudo-random sizes drawn from `seed`.
+fn chunks(seed: u32, input: &[u8]) -> Vec<&[u8]> {
+    let mut state = seed;
+    let max = 1 + (seed >> 8) as usize % 64;
+    let mut out = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        // xorshift32: deterministic chunk sizes, no randomness from outside.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = (1 + state as usize % max).min(rest.len());
+        out.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    out
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct FrameLog {
+    frames: Vec<(FrameHeader, Vec<u8>)>,
+    error: Option<ProtocolError>,
+}
+
+fn decode_frames<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> FrameLog {
+    let mut decoder = FrameDecoder::default();
+    let mut log = FrameLog { frames: Vec::new(), error: None };
+    let mut current = None;
+    let mut payload = Vec::new();
+    for piece in pieces {
+        let mut rest = piece;
+        loop {
+            match decoder.decode(rest, &mut payload) {
+                Err(e) => {
+                    log.error = Some(e);
+                    return log;
+                }
+                Ok((n, event)) => {
+                    assert!(n <= rest.len(), "decoder claimed {n} of {} bytes", rest.len());
+                    rest = &rest[n..];
+                    match event {
+                        Some(FrameEvent::Header(h)) => current = Some(h),
+                        Some(FrameEvent::Payload(_)) => {}
+                        Some(FrameEvent::End) => {
+                            let header = current.take().expect("End follows a Header");
+                            assert_eq!(payload.len() as u64, header.len);
+                            log.frames.push((header, std::mem::take(&mut payload)));
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+    log
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Owned {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+fn decode_messages<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Owned>, Option<ProtocolError>) {
+    let mut decoder = MessageDecoder::new(MessageLimits { max_message: 4096, max_fragments: 8 });
+    let mut got = Vec::new();
+    for piece in pieces {
+        let mut rest = piece;
+        loop {
+            match decoder.decode(rest) {
+                Err(e) => return (got, Some(e)),
+                Ok((n, message)) => {
+                    rest = &rest[n..];
+                    let Some(message) = message else { break };
+                    got.push(match message {
+                        Message::Text(t) => {
+                            assert!(std::str::from_utf8(t).is_ok(), "text message is not UTF-8");
+                            Owned::Text(t.to_vec())
+                        }
+                        Message::Binary(b) => Owned::Binary(b.to_vec()),
+                        Message::Ping(p) => Owned::Ping(p.to_vec()),
+                        Message::Pong(p) => Owned::Pong(p.to_vec()),
+                        Message::Close(c) => Owned::Close(c.map(|(c, r)| (c, r.to_owned()))),
+                    });
+                }
+            }
+        }
+    }
+    (got, None)
+}
+
+/// Frame and message decoding: whole, in seeded chunks and a byte at a time
+/// give one result; accepted frames re-encode to the bytes they came from.
+pub fn frame_decoder(data: &[u8]) {
+    let (seed, input) = seed_and_input(data);
+    let whole = decode_frames([input]);
+    assert_eq!(whole, decode_frames(chunks(seed, input)));
+    assert_eq!(whole, decode_frames(input.chunks(1)));
+    let mut encoded = Vec::new();
+    for (header, payload) in &whole.frames {
+        header.encode(&mut encoded);
+        let start = encoded.len();
+        encoded.extend_from_slice(payload);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut encoded[start..], mask, 0);
+        }
+    }
+    assert_eq!(&input[..encoded.len()], &encoded[..], "accepted frames re-encode differently");
+
+    let messages = decode_messages([input]);
+    assert_eq!(messages, decode_messages(chunks(seed, input)));
+    assert_eq!(messages, decode_messages(input.chunks(1)));
+    if let Some(e) = messages.1 {
+        assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+    }
+}
+
+fn read_request<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let mut reader = RequestReader::new(HandshakeLimits { max_head: 1024, max_headers: 16, max_target: 256 });
+    let mut fed = 0;
+    for piece in pieces {
+        match reader.feed(piece)? {
+            None => fed += piece.len(),
+            Some((request, used)) => {
+                assert!(used <= piece.len());
+                return Ok(Some((request, fed + used)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The upgrade-request reader: chunking does not change the outcome, which is
+/// a request with where it ended, or a refusal with an HTTP status.
+pub fn handshake(data: &[u8]) {
+    let (seed, input) = seed_and_input(data);
+    let whole = read_request([input]);
+    assert_eq!(whole, read_request(chunks(seed, input)));
+    assert_eq!(whole, read_request(input.chunks(1)));
+    match whole {
+        Err(e) => assert!(matches!(e.http_status(), 400 | 404 | 405 | 414 | 426 | 431)),
+        Ok(Some((Request::Upgrade { target, accept }, end))) => {
+            assert!(end <= input.len());
+            assert!(target.starts_with(b"/"));
+            assert_eq!(accept.len(), 28);
+        }
+        Ok(_) => {}
+    }
+}
+
+/// A target as the fuzzer picks it.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum FuzzTarget {
+    /// `*`.
+    All,
+    /// A canonical id, 1 to 8.
+    Id(u8),
+    /// Any token at all.
+    Token(String),
+}
+
+/// One step of a relay session.
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    /// A client connects to room `room % 3` with a valid upgrade.
+    Connect {
+        /// Which of three rooms.
+        room: u8,
+    },
+    /// A client connects and sends these bytes as its request.
+    ConnectRaw {
+        /// Whatever the fuzzer likes.
+        bytes: Vec<u8>,
+    },
+    /// A well-formed relay message from a client.
+    Send {
+        /// Which client (modulo the count).
+        client: u8,
+        /// Where to.
+        target: FuzzTarget,
+        /// Binary rather than text.
+        binary: bool,
+        /// What follows the target.
+        body: Vec<u8>,
+        /// Split into this many fragments (at least one).
+        fragments: u8,
+    },
+    /// A ping from a client.
+    Ping {
+        /// Which client.
+        client: u8,
+        /// Its payload (cut to 125 bytes).
+        payload: Vec<u8>,
+    },
+    /// Raw bytes from a client.
+    Raw {
+        /// Which client.
+        client: u8,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A valid frame with one byte flipped.
+    Mutated {
+        /// Which client.
+        client: u8,
+        /// The message.
+        body: Vec<u8>,
+        /// Which byte.
+        at: u16,
+        /// How it is flipped.
+        xor: u8,
+    },
+    /// A close frame from a client.
+    CloseFrame {
+        /// Which client.
+        client: u8,
+        /// The code it carries.
+        code: u16,
+    },
+    /// A client's transport drops.
+    Drop {
+        /// Which client.
+        client: u8,
+    },
+    /// Time passes.
+    Advance {
+        /// By this many milliseconds.
+        millis: u16,
+    },
+    /// The relay shuts down.
+    Shutdown,
+}
+
+/// The sender, the clients that must hear it, and what they must hear.
+type Expected = (usize, Vec<usize>, Option<Received>);
+
+const ROOMS: [&str; 3] = ["/ws-relay/a", "/ws-relay/a?game=2", "/b"];
+
+#[derive(Debug)]
+struct SimClient {
+    conn: ConnId,
+    parser: ServerParser,
+    id: Option<u64>,
+    peers: BTreeSet<u64>,
+    ended: bool,
+    /// Sent bytes the relay may not read as the harness meant, so its messages can't be predicted.
+    tainted: bool,
+    received: Vec<Received>,
+}
+
+/// A whole relay session driven by fuzzer-chosen operations, checking on
+/// every step: every byte to a client parses as a valid HTTP response then
+/// server frames; each client's first message is `self`; the `join` and
+/// `quit` notices it hears track the room's real membership; a message reaches
+/// exactly the clients it names, with the sender's id; nothing is sent to a
+/// connection after its `Close`.
+pub fn session(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else { return };
+    let config = Config {
+        message: MessageLimits { max_message: 2048, max_fragments: 8 },
+        ping_interval: Duration::from_secs(2),
+        ping_timeout: Duration::from_secs(2),
+        close_timeout: Duration::from_secs(1),
+        handshake_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut sim = Sim { relay: Relay::new(config), now: Instant::now(), clients: Vec::new() };
+    for op in ops.into_iter().take(64) {
+        sim.step(op);
+    }
+}
+
+struct Sim {
+    relay: Relay,
+    now: Instant,
+    clients: Vec<SimClient>,
+}
+
+impl Sim {
+    fn pick(&self, client: u8) -> Option<usize> {
+        (!self.clients.is_empty()).then(|| client as usize % self.clients.len())
+    }
+
+    fn step(&mut self, op: Op) {
+        let mut expect = None;
+        match op {
+            Op::Connect { room } => {
+                let room = room as usize % ROOMS.len();
+                self.connect(true, &upgrade_request(ROOMS[room], "fuzz"));
+            }
+            Op::ConnectRaw { bytes } => self.connect(false, &bytes),
+            Op::Send { client, target, binary, mut body, fragments } => {
+                let Some(i) = self.pick(client) else { return };
+                if body.first().is_none_or(|b| b.is_ascii_whitespace() || *b == 0x0B) {
+                    body.insert(0, b'm');
+                }
+                let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
+                let token = match &target {
+                    FuzzTarget::All => "*".to_owned(),
+                    FuzzTarget::Id(n) => (1 + n % 8).to_string(),
+                    FuzzTarget::Token(t) => t.clone(),
+                };
+                let mut msg = token.into_bytes();
+                msg.push(b' ');
+                msg.extend_from_slice(&body);
+                let wire = fragment(&msg, binary, fragments, i as u8);
+                if !matches!(target, FuzzTarget::Token(_)) && !self.clients[i].tainted {
+                    expect = self.expected(i, &target, binary, &body);
+                }
+                let tainted = matches!(target, FuzzTarget::Token(_));
+                self.feed(i, &wire, tainted);
+            }
+            Op::Ping { client, mut payload } => {
+                let Some(i) = self.pick(client) else { return };
+                payload.truncate(125);
+                let mut wire = Vec::new();
+                masked_frame(&mut wire, true, OpCode::Ping, &payload, [1, 2, 3, 4]);
+                self.feed(i, &wire, false);
+            }
+            Op::Raw { client, bytes } => {
+                let Some(i) = self.pick(client) else { return };
+                self.feed(i, &bytes, true);
+            }
+            Op::Mutated { client, body, at, xor } => {
+                let Some(i) = self.pick(client) else { return };
+                let mut wire = Vec::new();
+                masked_frame(&mut wire, true, OpCode::Text, &body, [9, 9, 9, 9]);
+                let at = at as usize % wire.len();
+                wire[at] ^= xor;
+                self.feed(i, &wire, true);
+            }
+            Op::CloseFrame { client, code } => {
+                let Some(i) = self.pick(client) else { return };
+                let mut wire = Vec::new();
+                masked_frame(&mut wire, true, OpCode::Close, &code.to_be_bytes(), [5, 6, 7, 8]);
+                self.feed(i, &wire, true);
+            }
+            Op::Drop { client } => {
+                let Some(i) = self.pick(client) else { return };
+                let c = &mut self.clients[i];
+                c.tainted = true;
+                self.relay.handle_close(c.conn, self.now);
+            }
+            Op::Advance { millis } => {
+                self.now += Duration::from_millis(u64::from(millis));
+                self.relay.handle_timeout(self.now);
+            }
+            Op::Shutdown => self.relay.shutdown(self.now),
+        }
+        let before: Vec<usize> = self.clients.iter().map(|c| c.received.len()).collect();
+        self.drain();
+        self.check(&before, expect);
+    }
+
+    fn feed(&mut self, i: usize, bytes: &[u8], tainted: bool) {
+        let c = &mut self.clients[i];
+        c.tainted |= tainted;
+        if !c.ended {
+            self.relay.handle_read(c.conn, bytes, self.now);
+        }
+    }
+
+    fn connect(&mut self, valid: bool, request: &[u8]) {
+        if self.clients.len() >= 24 {
+            return;
+        }
+        let conn = self.relay.handle_connect(self.now);
+        self.clients.push(SimClient {
+            conn,
+            parser: ServerParser::default(),
+            id: None,
+            peers: BTreeSet::new(),
+            ended: false,
+            tainted: !valid,
+            received: Vec::new(),
+        });
+        self.relay.handle_read(conn, request, self.now);
+    }
+
+    /// Who must receive what when client `i` sends a well-formed message.
+    fn expected(&self, i: usize, target: &FuzzTarget, binary: bool, body: &[u8]) -> Option<Expected> {
+        let Some((room, id)) = self.relay.member(self.clients[i].conn) else {
+            // A client that is closing, or not upgraded, is not heard.
+            return Some((i, Vec::new(), None));
+        };
+        let by_id: BTreeMap<u64, usize> = (self.clients.iter().enumerate())
+            .filter_map(|(j, c)| self.relay.member(c.conn).filter(|(r, _)| *r == room).map(|(_, id)| (id, j)))
+            .collect();
+        let recipients = match target {
+            FuzzTarget::All => by_id.iter().filter(|(&k, _)| k != id).map(|(_, &j)| j).collect(),
+            FuzzTarget::Id(n) => by_id.get(&u64::from(1 + n % 8)).into_iter().copied().collect(),
+            FuzzTarget::Token(_) => return None,
+        };
+        let mut payload = format!("{id} ").into_bytes();
+        payload.extend_from_slice(body);
+        let message = if binary {
+            Received::Binary(payload)
+        } else {
+            Received::Text(String::from_utf8(payload).expect("text bodies are made valid UTF-8"))
+        };
+        Some((i, recipients, Some(message)))
+    }
+
+    fn drain(&mut self) {
+        let index: BTreeMap<ConnId, usize> = self.clients.iter().enumerate().map(|(i, c)| (c.conn, i)).collect();
+        while let Some(action) = self.relay.poll_action() {
+            let (targets, bytes): (Vec<ConnId>, &[u8]) = match action {
+                Action::Send { to, bytes } => (vec![to], bytes),
+                Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
+                Action::Close { conn, .. } => {
+                    let c = &mut self.clients[index[&conn]];
+                    assert!(!c.ended, "{conn} closed twice");
+                    c.ended = true;
+                    continue;
+                }
+            };
+            for conn in targets {
+                let c = &mut self.clients[index[&conn]];
+                assert!(!c.ended, "bytes sent to {conn} after its Close");
+                if let Err(e) = c.parser.feed(bytes, &mut c.received) {
+                    panic!("{conn} got bytes no server may send: {e:?}");
+                }
+            }
+        }
+    }
+
+    fn check(&mut self, before: &[usize], expect: Option<Expected>) {
+        let open = self.clients.iter().filter(|c| !c.ended).count();
+        assert_eq!(self.relay.connections(), open, "the core and the clients disagree on who is connected");
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            let start = before.get(i).copied().unwrap_or(0);
+            let mut data = Vec::new();
+            for r in &c.received[start..] {
+                let (source, rest) = match r {
+                    Received::Text(t) => match t.split_once(' ') {
+                        Some((s, rest)) => (s.as_bytes().to_vec(), rest.as_bytes().to_vec()),
+                        None => panic!("relay text without a space: {t:?}"),
+                    },
+                    Received::Binary(b) => {
+                        let space = b.iter().position(|&x| x == b' ').expect("binary relay message has a source");
+                        (b[..space].to_vec(), b[space + 1..].to_vec())
+                    }
+                    _ => continue,
+                };
+                let source: u64 =
+                    std::str::from_utf8(&source).ok().and_then(|s| s.parse().ok()).expect("numeric source");
+                match (c.id, &rest[..], matches!(r, Received::Text(_))) {
+                    (None, b"self", true) => c.id = Some(source),
+                    (None, _, _) => panic!("first message was not self: {r:?}"),
+                    (Some(_), b"join", true) => assert!(c.peers.insert(source), "{source} joined twice"),
+                    (Some(_), b"quit", true) => assert!(c.peers.remove(&source), "{source} quit but was not there"),
+                    (Some(me), _, _) => {
+                        assert!(source == me || c.peers.contains(&source), "message from {source}, not in the room");
+                        data.push(r.clone());
+                    }
+                }
+            }
+            // Only one client sent this step, so everyone else must have heard exactly what it said.
+            if let Some((sender, recipients, message)) = &expect {
+                let want: Vec<Received> = message.iter().filter(|_| recipients.contains(&i)).cloned().collect();
+                assert_eq!(data, want, "client {i} after a message from client {sender}");
+            }
+            if let Some((room, me)) = self.relay.member(c.conn) {
+                assert_eq!(Some(me), c.id, "client {i} was told another id");
+                let others: BTreeSet<u64> = self.relay.members(room).into_iter().filter(|&m| m != me).collect();
+                assert_eq!(c.peers, others, "client {i} (id {me}) has a wrong view of its room");
+            }
+        }
+    }
+}
+
+/// A relay message as `fragments` masked frames.
+fn fragment(msg: &[u8], binary: bool, fragments: u8, key: u8) -> Vec<u8> {
+    let n = usize::from(fragments.clamp(1, 8));
+    let size = msg.len().div_ceil(n).max(1);
+    let pieces: Vec<&[u8]> = if msg.is_empty() { vec![&[][..]] } else { msg.chunks(size).collect() };
+    let mut wire = Vec::new();
+    for (k, piece) in pieces.iter().enumerate() {
+        let opcode = match (k, binary) {
+            (0, true) => OpCode::Binary,
+            (0, false) => OpCode::Text,
+            _ => OpCode::Continuation,
+        };
+        masked_frame(&mut wire, k + 1 == pieces.len(), opcode, piece, [key, 0x5A, key ^ 0xFF, 0x11]);
+    }
+    wire
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Replays every file under `fuzz/corpus/<target>` and `fuzz/regressions/<target>`.
+    fn replay(target: &str, body: fn(&[u8])) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut count = 0;
+        for dir in [root.join("corpus").join(target), root.join("regressions").join(target)] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let data = std::fs::read(entry.path()).expect("corpus file is readable");
+                body(&data);
+                count += 1;
+            }
+        }
+        assert!(count > 0, "no corpus for {target}");
+    }
+
+    #[test]
+    fn frame_decoder_corpus() {
+        replay("frame_decoder", super::frame_decoder);
+    }
+
+    #[test]
+    fn handshake_corpus() {
+        replay("handshake", super::handshake);
+    }
+
+    #[test]
+    fn session_corpus() {
+        replay("session", super::session);
+    }
+}
