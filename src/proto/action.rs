@@ -71,8 +71,6 @@ pub enum CloseReason {
     HttpServed,
     /// The client did not answer a keepalive ping.
     KeepaliveTimeout,
-    /// The client did not answer the relay's close frame in time.
-    CloseTimeout,
     /// The relay is shutting down.
     Shutdown,
 }
@@ -87,7 +85,6 @@ impl fmt::Display for CloseReason {
             Self::Handshake(e) => write!(f, "handshake refused {}: {e}", e.http_status()),
             Self::HttpServed => f.write_str("http request served"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
-            Self::CloseTimeout => f.write_str("close handshake timeout"),
             Self::Shutdown => f.write_str("shutdown"),
         }
     }

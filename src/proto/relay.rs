@@ -262,8 +262,8 @@ impl Relay {
         while !bytes.is_empty() {
             let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
             let (decoder, member, closing) = match &mut c.phase {
-                Phase::Open { decoder, member, .. } => (decoder, *member, false),
-                Phase::Closing { decoder, .. } => (decoder, None, true),
+                Phase::Open { decoder, member, .. } => (decoder, *member, None),
+                Phase::Closing { decoder, reason, .. } => (decoder, None, Some(*reason)),
                 Phase::Handshake { .. } => return,
             };
             let (used, message) = match decoder.decode(bytes) {
@@ -273,10 +273,9 @@ impl Relay {
             bytes = &bytes[used..];
             let Some(message) = message else { return };
             let next = match message {
-                _ if closing => match message {
-                    Message::Close(_) => Next::Finish(CloseReason::ClientClose),
-                    _ => Next::Continue,
-                },
+                // The handshake the relay started is complete; the close keeps its cause.
+                Message::Close(_) if closing.is_some() => Next::Finish(closing.unwrap_or(CloseReason::ClientClose)),
+                _ if closing.is_some() => Next::Continue,
                 Message::Text(m) | Message::Binary(m) => {
                     let opcode = if matches!(message, Message::Text(_)) { OpCode::Text } else { OpCode::Binary };
                     self.stats.messages_received += 1;
@@ -328,7 +327,10 @@ impl Relay {
         let last_read = c.last_read;
         match &mut c.phase {
             Phase::Handshake { deadline, .. } if now >= *deadline => self.refuse(conn, HandshakeError::Timeout),
-            Phase::Closing { deadline, .. } if now >= *deadline => self.finish(conn, CloseReason::CloseTimeout),
+            Phase::Closing { deadline, reason, .. } if now >= *deadline => {
+                let reason = *reason;
+                self.finish(conn, reason);
+            }
             Phase::Handshake { deadline, .. } | Phase::Closing { deadline, .. } => {
                 let at = *deadline;
                 self.schedule(conn, at);

@@ -38,8 +38,6 @@ pub struct CloseCounts {
     pub http_served: u64,
     /// A keepalive ping went unanswered.
     pub keepalive_timeout: u64,
-    /// The close handshake was not completed in time.
-    pub close_timeout: u64,
     /// The relay shut down.
     pub shutdown: u64,
 }
@@ -55,7 +53,6 @@ impl CloseCounts {
             CloseReason::Handshake(_) => &mut self.handshake_refused,
             CloseReason::HttpServed => &mut self.http_served,
             CloseReason::KeepaliveTimeout => &mut self.keepalive_timeout,
-            CloseReason::CloseTimeout => &mut self.close_timeout,
             CloseReason::Shutdown => &mut self.shutdown,
         };
         *counter += 1;

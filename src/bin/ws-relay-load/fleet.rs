@@ -1,0 +1,402 @@
+//! The clients and the loop that drives them: connect, upgrade, send on an
+//! even open-loop schedule, read and time what comes back.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use ws_relay::proto::client::{masked_frame, upgrade_request};
+use ws_relay::proto::frame::{FrameHeader, OpCode};
+
+use crate::report::Step;
+
+/// Handshakes in flight at once while connecting, so the relay's accept
+/// backlog never overflows into SYN retries.
+const MAX_CONNECTING: usize = 256;
+
+/// How long after the window closes late deliveries are still counted.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// One load level.
+pub struct Plan {
+    /// Messages per second per client.
+    pub rate: f64,
+    /// Bytes per message.
+    pub size: usize,
+    /// Sending before the window opens.
+    pub warmup: Duration,
+    /// The measurement window.
+    pub duration: Duration,
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Upgrading,
+    Open,
+    Closed,
+}
+
+struct Client {
+    stream: TcpStream,
+    state: State,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    written: usize,
+    peers: usize,
+    /// Churn: close as soon as `self` arrives.
+    churner: bool,
+    mask: u32,
+}
+
+/// What the loop counts while a plan runs.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    delivered_total: u64,
+    churned: u64,
+}
+
+/// The clients of one run and their poll loop.
+pub struct Fleet {
+    poll: Poll,
+    events: Events,
+    addr: SocketAddr,
+    prefix: String,
+    clients: Slab<Client>,
+    epoch: Instant,
+    buf: Vec<u8>,
+    tally: Tally,
+    latency: Histogram<u64>,
+    dirty: Vec<usize>,
+}
+
+impl Fleet {
+    /// A fleet that will connect to `addr`, rooms named `prefix<n>`.
+    pub fn new(addr: SocketAddr, prefix: String) -> io::Result<Self> {
+        Ok(Self {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            addr,
+            prefix,
+            clients: Slab::new(),
+            epoch: Instant::now(),
+            buf: vec![0; 256 * 1024],
+            tally: Tally::default(),
+            latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
+            dirty: Vec::new(),
+        })
+    }
+
+    /// Clients with an open WebSocket.
+    pub fn open(&self) -> usize {
+        self.clients.iter().filter(|(_, c)| c.state == State::Open).count()
+    }
+
+    fn connect(&mut self, room: usize, churner: bool) -> Result<(), String> {
+        let stream = std::net::TcpStream::connect(self.addr).map_err(|e| format!("connect {}: {e}", self.addr))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(stream);
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        let out = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        entry.insert(Client {
+            stream,
+            state: State::Upgrading,
+            inbuf: Vec::new(),
+            out,
+            written: 0,
+            peers: 0,
+            churner,
+            mask: key as u32,
+        });
+        self.dirty.push(key);
+        Ok(())
+    }
+
+    /// Connects `rooms` × `per_room` clients and waits until every one has
+    /// its id and has heard every peer join.
+    pub fn join_rooms(&mut self, rooms: usize, per_room: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let first = self.clients.len();
+        for room in 0..rooms {
+            for _ in 0..per_room {
+                while self.clients.iter().filter(|(_, c)| c.state == State::Upgrading).count() >= MAX_CONNECTING {
+                    self.turn(Some(Duration::from_millis(50)), None)?;
+                    if Instant::now() > deadline {
+                        return Err("timed out connecting".into());
+                    }
+                }
+                self.connect(room, false)?;
+            }
+        }
+        let want = rooms * per_room;
+        loop {
+            let ready = self
+                .clients
+                .iter()
+                .skip(first)
+                .filter(|(_, c)| c.state == State::Open && c.peers + 1 == per_room)
+                .count();
+            if ready == want {
+                return Ok(());
+            }
+            if self.clients.iter().any(|(_, c)| c.state == State::Closed) {
+                return Err("the relay closed a client while the rooms formed".into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {ready} of {want} clients ready after 120 s"));
+            }
+            self.turn(Some(Duration::from_millis(50)), None)?;
+        }
+    }
+
+    /// Keeps the connections served (pings answered, input drained) for `d`.
+    pub fn settle(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if self.turn(Some(left), None).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs one plan: every open client sends to `*` on an even schedule.
+    pub fn run(&mut self, plan: &Plan) -> Result<Step, String> {
+        let senders: Vec<usize> = self.clients.iter().filter(|(_, c)| c.state == State::Open).map(|(k, _)| k).collect();
+        if senders.is_empty() {
+            return Err("no open clients".into());
+        }
+        let per_room: usize =
+            self.clients.iter().filter(|(_, c)| c.state == State::Open).map(|(_, c)| c.peers).max().unwrap_or(0) + 1;
+        self.tally = Tally::default();
+        self.latency.reset();
+        let start = Instant::now();
+        let window_start = start + plan.warmup;
+        let window_end = window_start + plan.duration;
+        let interval = Duration::from_secs_f64(1.0 / (plan.rate * senders.len() as f64));
+        let window = (self.micros(window_start), self.micros(window_end));
+        let mut k: u64 = 0;
+        let mut sent_in_window: u64 = 0;
+        loop {
+            let now = Instant::now();
+            let mut next = start + interval.mul_f64(k as f64);
+            while next <= now && next < window_end {
+                let key = senders[(k % senders.len() as u64) as usize];
+                let at = self.micros(next);
+                self.send_report(key, k, at, plan.size);
+                if next >= window_start {
+                    sent_in_window += 1;
+                }
+                k += 1;
+                next = start + interval.mul_f64(k as f64);
+            }
+            let expected = sent_in_window * (per_room as u64 - 1);
+            if now >= window_end && (self.tally.delivered >= expected || now >= window_end + GRACE) {
+                let seconds = plan.duration.as_secs_f64();
+                let delivered = self.tally.delivered.min(expected);
+                return Ok(Step {
+                    rate: plan.rate,
+                    clients: senders.len(),
+                    sent: sent_in_window,
+                    expected,
+                    delivered,
+                    delivered_total: self.tally.delivered_total,
+                    loss: if expected == 0 { 0.0 } else { 1.0 - delivered as f64 / expected as f64 },
+                    latency: self.latency.clone(),
+                    seconds,
+                    relay_cpu_s: None,
+                    tool_cpu_s: None,
+                    wall_s: start.elapsed().as_secs_f64(),
+                });
+            }
+            let wake = if next < window_end { next } else { window_end + GRACE };
+            self.turn(Some(wake.saturating_duration_since(now)), Some(window))?;
+        }
+    }
+
+    /// Churn: `concurrency` clients at a time connect to room 0, wait for
+    /// `self` and close; returns the cycles completed in `d`.
+    pub fn churn(&mut self, concurrency: usize, d: Duration) -> Result<u64, String> {
+        self.tally = Tally::default();
+        for _ in 0..concurrency {
+            self.connect(0, true)?;
+        }
+        let end = Instant::now() + d;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let before = self.tally.churned;
+            self.turn(Some(left), None)?;
+            for _ in before..self.tally.churned {
+                self.connect(0, true)?;
+            }
+        }
+        Ok(self.tally.churned)
+    }
+
+    fn micros(&self, t: Instant) -> u64 {
+        t.duration_since(self.epoch).as_micros() as u64
+    }
+
+    fn send_report(&mut self, key: usize, seq: u64, at_us: u64, size: usize) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        if c.state != State::Open {
+            return;
+        }
+        let mut msg = format!("* report {seq} {at_us} ").into_bytes();
+        msg.resize(size.max(msg.len() + 1), b'x');
+        c.mask = c.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        masked_frame(&mut c.out, true, OpCode::Text, &msg, c.mask.to_le_bytes());
+        self.dirty.push(key);
+    }
+
+    /// One poll, its reads, and one write per client with output.
+    fn turn(&mut self, timeout: Option<Duration>, window: Option<(u64, u64)>) -> Result<(), String> {
+        self.flush();
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let ready: Vec<(usize, bool)> = self.events.iter().map(|e| (e.token().0, e.is_writable())).collect();
+        for (key, writable) in ready {
+            self.read(key, window);
+            if writable {
+                self.dirty.push(key);
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    fn read(&mut self, key: usize, window: Option<(u64, u64)>) {
+        loop {
+            let Some(c) = self.clients.get_mut(key) else { return };
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => return self.close(key),
+                Ok(n) => {
+                    let now_us = self.epoch.elapsed().as_micros() as u64;
+                    c.inbuf.extend_from_slice(&self.buf[..n]);
+                    if !self.parse(key, now_us, window) {
+                        return self.close(key);
+                    }
+                    if n < self.buf.len() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(key),
+            }
+        }
+    }
+
+    /// Handles every complete frame in the client's buffer; false when the
+    /// connection is over.
+    fn parse(&mut self, key: usize, now_us: u64, window: Option<(u64, u64)>) -> bool {
+        let c = &mut self.clients[key];
+        let mut at = 0;
+        if c.state == State::Upgrading {
+            let Some(end) = c.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return true };
+            if !c.inbuf.starts_with(b"HTTP/1.1 101") {
+                eprintln!("upgrade refused: {}", String::from_utf8_lossy(&c.inbuf[..end]));
+                return false;
+            }
+            at = end + 4;
+            c.state = State::Open;
+        }
+        let mut alive = true;
+        while let Ok(Some((header, len))) = FrameHeader::parse(&c.inbuf[at..]) {
+            let size = header.len as usize;
+            if c.inbuf.len() < at + len + size {
+                break;
+            }
+            let payload = &c.inbuf[at + len..at + len + size];
+            match header.opcode {
+                OpCode::Text | OpCode::Binary => {
+                    let rest = payload.iter().position(|&b| b == b' ').map_or(&b""[..], |i| &payload[i + 1..]);
+                    match rest {
+                        b"self" if c.churner => {
+                            self.tally.churned += 1;
+                            alive = false;
+                        }
+                        b"self" => {}
+                        b"join" => c.peers += 1,
+                        b"quit" => c.peers = c.peers.saturating_sub(1),
+                        _ => {
+                            self.tally.delivered_total += 1;
+                            if let (Some(sent), Some((from, to))) = (report_time(rest), window) {
+                                if (from..to).contains(&sent) {
+                                    self.tally.delivered += 1;
+                                    let _ = self.latency.record(now_us.saturating_sub(sent).max(1));
+                                }
+                            }
+                        }
+                    }
+                }
+                OpCode::Ping => {
+                    let ping = payload.to_vec();
+                    masked_frame(&mut c.out, true, OpCode::Pong, &ping, [1, 2, 3, 4]);
+                    self.dirty.push(key);
+                }
+                OpCode::Close => alive = false,
+                _ => {}
+            }
+            at += len + size;
+            if !alive {
+                break;
+            }
+        }
+        c.inbuf.drain(..at);
+        alive
+    }
+
+    fn close(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        if c.churner {
+            let mut c = self.clients.remove(key);
+            let mut bye = Vec::new();
+            masked_frame(&mut bye, true, OpCode::Close, &1000u16.to_be_bytes(), [0; 4]);
+            let _ = c.stream.write(&bye);
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            return;
+        }
+        c.state = State::Closed;
+        let _ = self.poll.registry().deregister(&mut c.stream);
+    }
+
+    fn flush(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.clients.get_mut(key) else { continue };
+            if c.state == State::Closed || c.written == c.out.len() {
+                continue;
+            }
+            match c.stream.write(&c.out[c.written..]) {
+                Ok(n) => {
+                    c.written += n;
+                    if c.written == c.out.len() {
+                        c.out.clear();
+                        c.written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => c.state = State::Closed,
+            }
+        }
+    }
+}
+
+/// The scheduled send time in a `report <seq> <micros> ...` message.
+fn report_time(rest: &[u8]) -> Option<u64> {
+    let mut parts = rest.split(|&b| b == b' ');
+    (parts.next()? == b"report").then_some(())?;
+    parts.next()?;
+    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
+}

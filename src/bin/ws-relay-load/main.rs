@@ -1,0 +1,201 @@
+//! `ws-relay-load`: a load generator for any relay that speaks the ws-relay
+//! protocol. One thread, a hand-written mio loop, so that it is not the
+//! bottleneck; it reports its own CPU time so a reader can check.
+
+mod fleet;
+mod report;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use fleet::{Fleet, Plan};
+use report::{cpu_seconds, rss_kib, Step};
+
+/// Load generator for ws-relay-protocol relays: R rooms × K clients, each
+/// sending `* report <seq> <time> <padding>` at H Hz on an even open-loop
+/// schedule; reports deliveries/s, loss and latency percentiles.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The relay's address.
+    #[arg(long, default_value = "127.0.0.1:7927")]
+    addr: SocketAddr,
+    /// Room names are this prefix followed by the room number.
+    #[arg(long, default_value = "/ws-relay/load-")]
+    prefix: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "fixed")]
+    mode: Mode,
+    /// Rooms.
+    #[arg(long, default_value_t = 64)]
+    rooms: usize,
+    /// Clients per room.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Messages per second sent by each client (ramp: the starting rate).
+    #[arg(long, default_value_t = 30.0)]
+    rate: f64,
+    /// Size of each report message in bytes.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Sending before measuring starts.
+    #[arg(long, default_value = "2", value_parser = secs)]
+    warmup: Duration,
+    /// Length of the measurement (ramp: of each step; idle: of the hold).
+    #[arg(long, default_value = "10", value_parser = secs)]
+    duration: Duration,
+    /// Ramp: each step multiplies the rate by this.
+    #[arg(long, default_value_t = 1.25)]
+    ramp_factor: f64,
+    /// Ramp: the step fails when more than this fraction is lost.
+    #[arg(long, default_value_t = 0.01)]
+    max_loss: f64,
+    /// Ramp: the step fails when p99 latency passes this many milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    max_p99_ms: f64,
+    /// Idle: connections to hold.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Churn: clients that stay in the room and watch the joins and quits.
+    #[arg(long, default_value_t = 4)]
+    watchers: usize,
+    /// Churn: connect/self/close cycles run at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The relay's process id, to report its CPU time and memory.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Print one JSON object per result on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// A fixed load for `--duration`.
+    Fixed,
+    /// Raise the rate step by step until loss or p99 passes its bound.
+    Ramp,
+    /// Hold `--connections` idle connections; report relay RSS per connection.
+    Idle,
+    /// Connect, wait for `self`, close, as fast as possible.
+    Churn,
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ws-relay-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let mut fleet = Fleet::new(args.addr, args.prefix.clone()).map_err(|e| e.to_string())?;
+    match args.mode {
+        Mode::Fixed => {
+            fleet.join_rooms(args.rooms, args.clients)?;
+            let step = measure(&mut fleet, args, args.rate)?;
+            step.print(args.json, "fixed");
+        }
+        Mode::Ramp => {
+            fleet.join_rooms(args.rooms, args.clients)?;
+            let mut rate = args.rate;
+            let mut best: Option<Step> = None;
+            loop {
+                let step = measure(&mut fleet, args, rate)?;
+                step.print(args.json, "ramp-step");
+                let ok = step.loss <= args.max_loss && step.p99_ms() <= args.max_p99_ms;
+                if !ok {
+                    break;
+                }
+                best = Some(step);
+                rate *= args.ramp_factor;
+                fleet.settle(Duration::from_secs(2));
+            }
+            match best {
+                Some(step) => step.print(args.json, "ramp-best"),
+                None => return Err("the first step already failed: lower --rate".into()),
+            }
+        }
+        Mode::Idle => {
+            let before = args.relay_pid.and_then(rss_kib);
+            let cpu = cpu_seconds(None);
+            fleet.join_rooms(args.connections.div_ceil(args.clients), args.clients)?;
+            fleet.settle(args.duration);
+            let after = args.relay_pid.and_then(rss_kib);
+            let held = fleet.open();
+            let per_conn = match (before, after) {
+                (Some(b), Some(a)) => format!("{:.2}", (a.saturating_sub(b)) as f64 / held as f64),
+                _ => "null".into(),
+            };
+            let tool_cpu = cpu_seconds(None).unwrap_or(0.0) - cpu.unwrap_or(0.0);
+            if args.json {
+                println!(
+                    "{{\"mode\":\"idle\",\"connections\":{held},\"relay_rss_before_kib\":{},\"relay_rss_after_kib\":{},\"relay_kib_per_connection\":{per_conn},\"tool_cpu_s\":{tool_cpu:.3}}}",
+                    opt(before),
+                    opt(after)
+                );
+            } else {
+                println!(
+                    "idle: {held} connections held; relay RSS {} -> {} KiB; {per_conn} KiB per connection",
+                    opt(before),
+                    opt(after)
+                );
+            }
+        }
+        Mode::Churn => {
+            fleet.join_rooms(1, args.watchers)?;
+            let relay_cpu = cpu_seconds(args.relay_pid);
+            let tool_cpu = cpu_seconds(None);
+            let cycles = fleet.churn(args.concurrency, args.duration)?;
+            let rate = cycles as f64 / args.duration.as_secs_f64();
+            let relay = delta(cpu_seconds(args.relay_pid), relay_cpu);
+            let tool = delta(cpu_seconds(None), tool_cpu);
+            if args.json {
+                println!(
+                    "{{\"mode\":\"churn\",\"cycles\":{cycles},\"cycles_per_s\":{rate:.1},\"relay_cpu_s\":{},\"tool_cpu_s\":{}}}",
+                    opt(relay),
+                    opt(tool)
+                );
+            } else {
+                println!(
+                    "churn: {cycles} cycles in {:?}: {rate:.0} cycles/s; relay CPU {} s, tool CPU {} s",
+                    args.duration,
+                    opt(relay),
+                    opt(tool)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn measure(fleet: &mut Fleet, args: &Args, rate: f64) -> Result<Step, String> {
+    let plan = Plan { rate, size: args.size, warmup: args.warmup, duration: args.duration };
+    let relay_cpu = cpu_seconds(args.relay_pid);
+    let tool_cpu = cpu_seconds(None);
+    let mut step = fleet.run(&plan)?;
+    step.relay_cpu_s = delta(cpu_seconds(args.relay_pid), relay_cpu);
+    step.tool_cpu_s = delta(cpu_seconds(None), tool_cpu);
+    Ok(step)
+}
+
+fn delta(after: Option<f64>, before: Option<f64>) -> Option<f64> {
+    Some(after? - before?)
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}

@@ -1,0 +1,504 @@
+//! The core driven without sockets: bytes in, bytes out, a simulated clock.
+//! Every assertion is about what a client would see on the wire.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ws_relay::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
+use ws_relay::proto::frame::OpCode;
+use ws_relay::proto::message::MessageLimits;
+use ws_relay::{Action, CloseReason, Config, ConnId, Mode, Relay};
+
+use Received::{Binary, Close, Http, Ping, Pong, Text};
+
+/// A relay, a clock, and what each connection has been sent.
+struct Sim {
+    relay: Relay,
+    start: Instant,
+    now: Instant,
+    parsers: BTreeMap<ConnId, ServerParser>,
+    inbox: BTreeMap<ConnId, Vec<Received>>,
+    raw: BTreeMap<ConnId, Vec<u8>>,
+    closed: BTreeMap<ConnId, CloseReason>,
+}
+
+impl Sim {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            relay: Relay::new(config),
+            start: now,
+            now,
+            parsers: BTreeMap::new(),
+            inbox: BTreeMap::new(),
+            raw: BTreeMap::new(),
+            closed: BTreeMap::new(),
+        }
+    }
+
+    fn relay() -> Self {
+        Self::new(Config::default())
+    }
+
+    fn connect_raw(&mut self, bytes: &[u8]) -> ConnId {
+        let c = self.relay.handle_connect(self.now);
+        self.parsers.insert(c, ServerParser::default());
+        self.inbox.insert(c, Vec::new());
+        self.raw.insert(c, Vec::new());
+        self.feed(c, bytes);
+        c
+    }
+
+    /// Connects to `room`, checks the 101, and returns the connection.
+    fn join(&mut self, room: &str) -> ConnId {
+        let c = self.connect_raw(&upgrade_request(room, "test"));
+        assert_eq!(self.inbox[&c].first(), Some(&Http(101)), "upgrade refused");
+        self.inbox.get_mut(&c).unwrap().remove(0);
+        c
+    }
+
+    fn feed(&mut self, c: ConnId, bytes: &[u8]) {
+        self.relay.handle_read(c, bytes, self.now);
+        self.drain();
+    }
+
+    fn send(&mut self, c: ConnId, text: &str) {
+        self.feed(c, &frame(OpCode::Text, text.as_bytes()));
+    }
+
+    fn drop_transport(&mut self, c: ConnId) {
+        self.relay.handle_close(c, self.now);
+        self.drain();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.relay.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.relay.poll_action() {
+            let (to, bytes): (Vec<ConnId>, &[u8]) = match action {
+                Action::Send { to, bytes } => (vec![to], bytes),
+                Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
+                Action::Close { conn, reason } => {
+                    assert!(self.closed.insert(conn, reason).is_none(), "{conn} closed twice");
+                    continue;
+                }
+            };
+            for c in to {
+                assert!(!self.closed.contains_key(&c), "bytes for {c} after its Close");
+                self.raw.get_mut(&c).unwrap().extend_from_slice(bytes);
+                let inbox = self.inbox.get_mut(&c).unwrap();
+                self.parsers.get_mut(&c).unwrap().feed(bytes, inbox).expect("valid server output");
+            }
+        }
+    }
+
+    /// Takes what `c` received since the last call.
+    fn take(&mut self, c: ConnId) -> Vec<Received> {
+        std::mem::take(self.inbox.get_mut(&c).unwrap())
+    }
+
+    fn texts(&mut self, c: ConnId) -> Vec<String> {
+        self.take(c)
+            .into_iter()
+            .map(|r| match r {
+                Text(t) => t,
+                other => panic!("expected text, got {other:?}"),
+            })
+            .collect()
+    }
+}
+
+fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    masked_frame(&mut out, true, opcode, payload, [0x37, 0xFA, 0x21, 0x3D]);
+    out
+}
+
+fn close_frame(code: u16) -> Vec<u8> {
+    frame(OpCode::Close, &code.to_be_bytes())
+}
+
+fn close_code(r: &[Received]) -> Option<u16> {
+    r.iter().find_map(|r| match r {
+        Close(Some((code, _))) => Some(*code),
+        _ => None,
+    })
+}
+
+const ROOM: &str = "/ws-relay/spacewar";
+
+#[test]
+fn the_seed_three_client_table() {
+    let mut s = Sim::relay();
+    let c1 = s.join(ROOM);
+    assert_eq!(s.texts(c1), ["1 self"]);
+    let c2 = s.join(ROOM);
+    assert_eq!(s.texts(c2), ["2 self", "1 join"]);
+    assert_eq!(s.texts(c1), ["2 join"]);
+    let c3 = s.join(ROOM);
+    assert_eq!(s.texts(c3), ["3 self", "1 join", "2 join"]);
+    assert_eq!(s.texts(c1), ["3 join"]);
+    assert_eq!(s.texts(c2), ["3 join"]);
+    s.send(c1, "2 hello");
+    assert_eq!(s.texts(c2), ["1 hello"]);
+    assert!(s.take(c1).is_empty() && s.take(c3).is_empty());
+    s.send(c1, "* hello");
+    assert_eq!(s.texts(c2), ["1 hello"]);
+    assert_eq!(s.texts(c3), ["1 hello"]);
+    assert!(s.take(c1).is_empty(), "`*` never echoes to the sender");
+    s.feed(c3, &close_frame(1000));
+    assert_eq!(s.take(c3), [Close(Some((1000, String::new())))]);
+    assert_eq!(s.closed[&c3], CloseReason::ClientClose);
+    assert_eq!(s.texts(c1), ["3 quit"]);
+    assert_eq!(s.texts(c2), ["3 quit"]);
+    s.drop_transport(c2);
+    assert_eq!(s.closed[&c2], CloseReason::TransportClosed);
+    assert_eq!(s.texts(c1), ["2 quit"]);
+    s.drop_transport(c1);
+    assert_eq!(s.relay.connections(), 0);
+    assert_eq!(s.relay.rooms(), 0);
+}
+
+#[test]
+fn routing_direct_self_and_unknown() {
+    let mut s = Sim::relay();
+    let (a, b) = (s.join(ROOM), s.join(ROOM));
+    s.take(a);
+    s.take(b);
+    s.send(a, "1 note to self");
+    assert_eq!(s.texts(a), ["1 note to self"]);
+    assert!(s.take(b).is_empty());
+    for target in ["9", "007", "0", "+2", "-2", "99999999999999999999999"] {
+        s.send(a, &format!("{target} lost"));
+    }
+    assert!(s.take(a).is_empty() && s.take(b).is_empty());
+    assert_eq!(s.relay.stats().undeliverable, 6);
+    s.send(a, " \t\x0B\x0C\r\n2 \t  offer  v=0\r\n  o=- 1 ");
+    assert_eq!(s.texts(b), ["1 offer  v=0\r\n  o=- 1 "], "rest is verbatim after the whitespace run");
+    assert!(s.closed.is_empty());
+}
+
+#[test]
+fn rooms_are_the_whole_target_and_ids_restart() {
+    let mut s = Sim::relay();
+    let g1 = s.join("/ws-relay/spacewar?game=1");
+    let g2 = s.join("/ws-relay/spacewar?game=2");
+    let plain = s.join("/ws-relay/spacewar");
+    for c in [g1, g2, plain] {
+        assert_eq!(s.texts(c), ["1 self"]);
+    }
+    s.send(g1, "* anyone");
+    assert!(s.take(g2).is_empty() && s.take(plain).is_empty());
+
+    let room = "/ws-relay/ids";
+    let a = s.join(room);
+    let b = s.join(room);
+    s.drop_transport(b);
+    let c = s.join(room);
+    assert_eq!(s.texts(c), ["3 self", "1 join"], "ids are never reused while the room lives");
+    s.drop_transport(a);
+    s.drop_transport(c);
+    let d = s.join(room);
+    assert_eq!(s.texts(d), ["1 self"], "an emptied room numbers from 1 again");
+}
+
+#[test]
+fn binary_is_relayed_byte_for_byte() {
+    let mut s = Sim::relay();
+    let (a, b, c) = (s.join(ROOM), s.join(ROOM), s.join(ROOM));
+    for x in [a, b, c] {
+        s.take(x);
+    }
+    s.feed(a, &frame(OpCode::Binary, b"*\t\xff\x00\x80 raw"));
+    let want = Binary(b"1 \xff\x00\x80 raw".to_vec());
+    assert_eq!(s.take(b), std::slice::from_ref(&want));
+    assert_eq!(s.take(c), [want]);
+    s.feed(c, &frame(OpCode::Binary, b"2 \x01"));
+    assert_eq!(s.take(b), [Binary(b"3 \x01".to_vec())]);
+}
+
+#[test]
+fn malformed_relay_messages_close_with_1008() {
+    for bad in ["", "   ", "bob hi", "** hi", "3", "2 \t ", "\u{e9}1 x"] {
+        let mut s = Sim::relay();
+        let (a, b) = (s.join(ROOM), s.join(ROOM));
+        s.take(a);
+        s.take(b);
+        s.send(b, bad);
+        let got = s.take(b);
+        let [Close(Some((1008, reason)))] = &got[..] else { panic!("{bad:?}: {got:?}") };
+        assert!(!reason.is_empty());
+        assert_eq!(s.texts(a), ["2 quit"], "{bad:?}: the room hears the quit at once");
+        assert!(!s.closed.contains_key(&b), "the relay waits for the client's close frame");
+        s.send(b, "* ignored while closing");
+        assert!(s.take(a).is_empty());
+        s.feed(b, &close_frame(1000));
+        assert!(matches!(s.closed[&b], CloseReason::Relay(_)), "{bad:?}: closed after the client's close frame");
+    }
+}
+
+#[test]
+fn close_timeout_when_the_client_never_answers() {
+    let config = Config { close_timeout: Duration::from_secs(3), ..Config::default() };
+    let mut s = Sim::new(config);
+    let a = s.join(ROOM);
+    s.send(a, "nobody");
+    assert_eq!(close_code(&s.take(a)), Some(1008));
+    s.advance(Duration::from_millis(2999));
+    assert!(s.closed.is_empty());
+    s.advance(Duration::from_millis(1));
+    assert!(matches!(s.closed[&a], CloseReason::Relay(_)), "the close keeps its cause");
+}
+
+#[test]
+fn protocol_errors_fail_the_connection_with_their_code() {
+    let limits = MessageLimits { max_message: 100, max_fragments: 4 };
+    let mut unmasked = Vec::new();
+    ws_relay::proto::frame::encode_frame(&mut unmasked, OpCode::Text, b"* hi");
+    let mut rsv = frame(OpCode::Text, b"* hi");
+    rsv[0] |= 0x20;
+    let mut reserved = frame(OpCode::Text, b"* hi");
+    reserved[0] = 0x83;
+    let mut split_utf8 = Vec::new();
+    masked_frame(&mut split_utf8, false, OpCode::Text, b"* caf\xc3", [1, 2, 3, 4]);
+    masked_frame(&mut split_utf8, true, OpCode::Continuation, b"\x28", [1, 2, 3, 4]);
+    let mut oversize_header = Vec::new();
+    ws_relay::proto::frame::FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 101 }
+        .encode(&mut oversize_header);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked", unmasked, 1002),
+        ("rsv bit", rsv, 1002),
+        ("reserved opcode", reserved, 1002),
+        ("bad utf-8", frame(OpCode::Text, b"* \xff"), 1007),
+        ("utf-8 split across fragments", split_utf8, 1007),
+        ("oversize, header only", oversize_header, 1009),
+        ("long ping", frame(OpCode::Ping, &[0; 126]), 1002),
+        ("invalid close code", close_frame(1005), 1002),
+        ("close reason not utf-8", frame(OpCode::Close, b"\x03\xe8\xff"), 1007),
+        ("stray continuation", frame(OpCode::Continuation, b"x"), 1002),
+    ];
+    for (name, bytes, code) in cases {
+        let mut s = Sim::new(Config { message: limits, ..Config::default() });
+        let (a, b) = (s.join(ROOM), s.join(ROOM));
+        s.take(a);
+        s.take(b);
+        s.feed(b, &bytes);
+        assert_eq!(close_code(&s.take(b)), Some(code), "{name}");
+        assert!(matches!(s.closed.get(&b), Some(CloseReason::Protocol(_))), "{name}: dropped at once");
+        assert_eq!(s.texts(a), ["2 quit"], "{name}");
+    }
+}
+
+#[test]
+fn ping_pong_and_fragments_with_a_ping_between() {
+    let mut s = Sim::relay();
+    let (a, b) = (s.join(ROOM), s.join(ROOM));
+    s.take(a);
+    s.take(b);
+    s.feed(a, &frame(OpCode::Ping, b"are you there"));
+    assert_eq!(s.take(a), [Pong(b"are you there".to_vec())]);
+    let mut wire = Vec::new();
+    masked_frame(&mut wire, false, OpCode::Text, b"* rep", [9, 8, 7, 6]);
+    masked_frame(&mut wire, true, OpCode::Ping, b"mid", [9, 8, 7, 6]);
+    masked_frame(&mut wire, false, OpCode::Continuation, b"ort {\"x\":", [9, 8, 7, 6]);
+    masked_frame(&mut wire, true, OpCode::Continuation, b"1}", [9, 8, 7, 6]);
+    s.feed(a, &wire);
+    assert_eq!(s.take(a), [Pong(b"mid".to_vec())]);
+    assert_eq!(s.texts(b), ["1 report {\"x\":1}"]);
+}
+
+/// A whole session's client bytes, fed whole and then split at every byte
+/// boundary: every client must receive exactly the same bytes.
+#[test]
+fn every_split_gives_the_same_result() {
+    let mut script = upgrade_request(ROOM, "test");
+    script.extend(frame(OpCode::Text, b"* hello there"));
+    script.extend(frame(OpCode::Ping, b"p"));
+    let mut frag = Vec::new();
+    masked_frame(&mut frag, false, OpCode::Binary, b"1 bi", [5, 5, 5, 5]);
+    masked_frame(&mut frag, true, OpCode::Continuation, b"nary", [5, 5, 5, 5]);
+    script.extend(frag);
+    script.extend(frame(OpCode::Text, "1 \u{1F680} rocket".as_bytes()));
+    script.extend(close_frame(1000));
+
+    let run = |cuts: &[usize]| {
+        let mut s = Sim::relay();
+        let watcher = s.join(ROOM);
+        let c = s.connect_raw(b"");
+        let mut last = 0;
+        for &cut in cuts.iter().chain([&script.len()]) {
+            s.feed(c, &script[last..cut]);
+            last = cut;
+        }
+        (s.raw[&watcher].clone(), s.raw[&c].clone(), s.closed.get(&c).copied())
+    };
+    let whole = run(&[]);
+    assert!(whole.0.ends_with(b"\x81\x0d2 hello there\x82\x082 binary\x81\x0d2 \xf0\x9f\x9a\x80 rocket\x81\x062 quit"));
+    assert_eq!(whole.2, Some(CloseReason::ClientClose));
+    for cut in 1..script.len() {
+        assert_eq!(run(&[cut]), whole, "split at {cut}");
+    }
+    let bytewise: Vec<usize> = (1..script.len()).collect();
+    assert_eq!(run(&bytewise), whole, "one byte at a time");
+}
+
+#[test]
+fn handshake_answers_and_leftover_bytes() {
+    let mut s = Sim::relay();
+    let watcher = s.join(ROOM);
+    s.take(watcher);
+    let mut both = upgrade_request(ROOM, "x");
+    both.extend(frame(OpCode::Text, b"* first frame rides with the request"));
+    let c = s.connect_raw(&both);
+    assert_eq!(s.take(c), [Http(101), Text("2 self".into()), Text("1 join".into())]);
+    assert_eq!(s.texts(watcher), ["2 join", "2 first frame rides with the request"]);
+
+    let good = String::from_utf8(upgrade_request(ROOM, "x")).unwrap();
+    let cases = [
+        (good.replace("GET", "POST"), 405, "Allow: GET"),
+        (good.replace("Version: 13", "Version: 8"), 426, "Sec-WebSocket-Version: 13"),
+        (good.replace("dGhlIHNhbXBsZSBub25jZQ==", "tooshort"), 400, "Connection: close"),
+        ("GET /ws-relay/x HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426, "Upgrade: websocket"),
+        (format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000)), 431, "Connection: close"),
+        ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".into(), 200, "\r\n\r\nok\n"),
+    ];
+    for (request, status, needle) in cases {
+        let c = s.connect_raw(request.as_bytes());
+        assert_eq!(s.take(c), [Http(status)], "{request}");
+        let raw = String::from_utf8(s.raw[&c].clone()).unwrap();
+        assert!(raw.contains(needle), "{status}: {raw}");
+        assert!(s.closed.contains_key(&c), "{status} is followed by closing the connection");
+    }
+}
+
+#[test]
+fn handshake_timeout_is_exact() {
+    let config = Config { handshake_timeout: Duration::from_secs(10), ..Config::default() };
+    let mut s = Sim::new(config);
+    let c = s.connect_raw(b"GET /ws-relay/slow HTTP/1.1\r\nHo");
+    assert_eq!(s.relay.poll_timeout(), Some(s.start + Duration::from_secs(10)));
+    s.advance(Duration::from_millis(9999));
+    assert!(s.take(c).is_empty());
+    s.advance(Duration::from_millis(1));
+    assert_eq!(s.take(c), [Http(408)]);
+    assert!(matches!(s.closed[&c], CloseReason::Handshake(_)));
+}
+
+#[test]
+fn keepalive_pings_quiet_clients_and_closes_silent_ones() {
+    let config =
+        Config { ping_interval: Duration::from_secs(1), ping_timeout: Duration::from_secs(1), ..Config::default() };
+    let mut s = Sim::new(config);
+    let (talker, silent) = (s.join(ROOM), s.join(ROOM));
+    s.take(talker);
+    s.take(silent);
+    s.advance(Duration::from_millis(500));
+    s.send(talker, "1 still here");
+    s.take(talker);
+    s.advance(Duration::from_millis(500));
+    assert_eq!(s.take(silent), [Ping(b"keepalive".to_vec())]);
+    assert!(s.take(talker).is_empty(), "activity postpones the ping");
+    s.advance(Duration::from_millis(500));
+    assert_eq!(s.take(talker), [Ping(b"keepalive".to_vec())]);
+    s.feed(talker, &frame(OpCode::Pong, b"keepalive"));
+    s.advance(Duration::from_millis(500));
+    let got = s.take(silent);
+    assert_eq!(close_code(&got), Some(1011), "{got:?}");
+    assert_eq!(s.closed[&silent], CloseReason::KeepaliveTimeout);
+    assert_eq!(s.texts(talker), ["2 quit"]);
+    assert!(!s.closed.contains_key(&talker), "a client that answered stays");
+}
+
+#[test]
+fn shutdown_sends_1001_and_refuses_handshakes() {
+    let mut s = Sim::relay();
+    let (a, b) = (s.join(ROOM), s.join(ROOM));
+    let half = s.connect_raw(b"GET / HTTP/1.1\r\n");
+    s.take(a);
+    s.take(b);
+    s.relay.shutdown(s.now);
+    s.drain();
+    assert_eq!(close_code(&s.take(a)), Some(1001));
+    assert_eq!(s.take(b).len(), 1, "no quit notices during shutdown, only the close");
+    assert_eq!(s.take(half), [Http(503)]);
+    s.feed(a, &close_frame(1001));
+    s.feed(b, &close_frame(1001));
+    assert_eq!(s.relay.connections(), 0);
+    let late = s.connect_raw(&upgrade_request(ROOM, "x"));
+    assert_eq!(s.take(late), [Http(503)]);
+}
+
+#[test]
+fn echo_mode_echoes_text_and_binary() {
+    let config = Config {
+        mode: Mode::Echo,
+        message: MessageLimits { max_message: 1 << 21, max_fragments: 1 << 12 },
+        ..Config::default()
+    };
+    let mut s = Sim::new(config);
+    let c = s.join("/anything");
+    assert!(s.take(c).is_empty(), "echo mode sends no relay notices");
+    s.send(c, "no target needed");
+    s.feed(c, &frame(OpCode::Binary, b"\x00\x01"));
+    assert_eq!(s.take(c), [Text("no target needed".into()), Binary(vec![0, 1])]);
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut wire = Vec::new();
+    for (i, piece) in big.chunks(4096).enumerate() {
+        let op = if i == 0 { OpCode::Binary } else { OpCode::Continuation };
+        masked_frame(&mut wire, (i + 1) * 4096 >= big.len(), op, piece, [1, 2, 3, 4]);
+    }
+    s.feed(c, &wire);
+    assert_eq!(s.take(c), [Binary(big)]);
+}
+
+#[test]
+fn same_inputs_same_outputs() {
+    let run = || {
+        let mut s = Sim::relay();
+        let a = s.join(ROOM);
+        let b = s.join("/other");
+        let c = s.join(ROOM);
+        s.send(a, "* x");
+        s.send(c, "1 y");
+        s.advance(Duration::from_secs(40));
+        s.drop_transport(b);
+        s.send(a, "bad");
+        s.advance(Duration::from_secs(40));
+        (s.raw.values().cloned().collect::<Vec<_>>(), s.closed.values().copied().collect::<Vec<_>>())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn joins_and_quits_are_atomic_with_messages() {
+    let mut s = Sim::relay();
+    // Two upgrades in the same turn, before any action is drained.
+    let a = s.relay.handle_connect(s.now);
+    let b = s.relay.handle_connect(s.now);
+    for c in [a, b] {
+        s.parsers.insert(c, ServerParser::default());
+        s.inbox.insert(c, Vec::new());
+        s.raw.insert(c, Vec::new());
+    }
+    s.relay.handle_read(a, &upgrade_request(ROOM, "x"), s.now);
+    s.relay.handle_read(b, &upgrade_request(ROOM, "x"), s.now);
+    s.drain();
+    assert_eq!(s.take(a), [Http(101), Text("1 self".into()), Text("2 join".into())]);
+    assert_eq!(s.take(b), [Http(101), Text("2 self".into()), Text("1 join".into())]);
+
+    // A peer leaves and, in the same turn, a message to everyone arrives.
+    s.relay.handle_close(b, s.now);
+    s.relay.handle_read(a, &frame(OpCode::Text, b"* anyone?"), s.now);
+    s.relay.handle_read(a, &frame(OpCode::Text, b"2 you?"), s.now);
+    s.drain();
+    assert_eq!(s.texts(a), ["2 quit"]);
+    assert!(!s.closed.contains_key(&a), "sending while a peer leaves never disconnects the sender");
+
+    // A newcomer right after the quit never sees the departed peer.
+    let c = s.join(ROOM);
+    assert_eq!(s.texts(c), ["3 self", "1 join"]);
+}
