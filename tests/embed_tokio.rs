@@ -1,0 +1,52 @@
+//! The core embedded in tokio (examples/tokio_embed.rs) runs the seed's
+//! three-client exchange: the core works in another event loop than mio.
+
+#[allow(dead_code)] // The example's `main` is its own entry point, unused here.
+#[path = "../examples/tokio_embed.rs"]
+mod tokio_embed;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use tungstenite::{Message, WebSocket};
+
+fn connect(addr: std::net::SocketAddr) -> WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tungstenite::client::client(format!("ws://{addr}/ws-relay/embed"), stream).unwrap().0
+}
+
+fn text(ws: &mut WebSocket<TcpStream>) -> String {
+    match ws.read().unwrap() {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[test]
+fn seed_table_through_the_tokio_driver() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || runtime.block_on(tokio_embed::serve(listener)));
+
+    let mut c1 = connect(addr);
+    assert_eq!(text(&mut c1), "1 self");
+    let mut c2 = connect(addr);
+    assert_eq!([text(&mut c2), text(&mut c2)], ["2 self", "1 join"]);
+    assert_eq!(text(&mut c1), "2 join");
+    let mut c3 = connect(addr);
+    assert_eq!([text(&mut c3), text(&mut c3), text(&mut c3)], ["3 self", "1 join", "2 join"]);
+    assert_eq!(text(&mut c1), "3 join");
+    assert_eq!(text(&mut c2), "3 join");
+    c1.send(Message::text("2 hello")).unwrap();
+    assert_eq!(text(&mut c2), "1 hello");
+    c1.send(Message::text("* hello")).unwrap();
+    assert_eq!(text(&mut c2), "1 hello");
+    assert_eq!(text(&mut c3), "1 hello");
+    c3.close(None).unwrap();
+    assert_eq!(text(&mut c1), "3 quit");
+    assert_eq!(text(&mut c2), "3 quit");
+    drop(c2);
+    assert_eq!(text(&mut c1), "2 quit");
+}

@@ -1,0 +1,399 @@
+//! The `ws-relay` binary over real TCP, with tungstenite clients and raw
+//! sockets: what a player's browser or a broken client would see.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tungstenite::{Message, WebSocket};
+use ws_relay::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
+use ws_relay::proto::frame::OpCode;
+
+/// A relay process on a free port, killed when dropped.
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    fn start(flags: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ws-relay"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the relay starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on ").expect("first line names the address").parse().unwrap();
+        Self { child, addr }
+    }
+
+    fn ws(&self, path: &str) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let url = format!("ws://{}{path}", self.addr);
+        tungstenite::client::client(url, stream).expect("upgrade").0
+    }
+
+    /// A raw socket that has completed the upgrade to `path`.
+    fn raw(&self, path: &str) -> Raw {
+        let mut raw = Raw::connect(self.addr);
+        raw.write(&upgrade_request(path, "test"));
+        assert_eq!(raw.next(), Received::Http(101));
+        raw
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client socket speaking bytes, with a strict parser of what comes back.
+struct Raw {
+    stream: TcpStream,
+    parser: ServerParser,
+    queue: Vec<Received>,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Self { stream, parser: ServerParser::default(), queue: Vec::new() }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn send(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mut f = Vec::new();
+        masked_frame(&mut f, true, opcode, payload, [0xDE, 0xAD, 0xBE, 0xEF]);
+        self.write(&f);
+    }
+
+    fn next(&mut self) -> Received {
+        let mut buf = [0; 4096];
+        while self.queue.is_empty() {
+            let n = self.stream.read(&mut buf).expect("data before the timeout");
+            assert!(n > 0, "connection closed while waiting");
+            self.parser.feed(&buf[..n], &mut self.queue).expect("valid server output");
+        }
+        self.queue.remove(0)
+    }
+
+    /// True once the server has closed the TCP connection.
+    fn closed_by_server(&mut self) -> bool {
+        let mut buf = [0; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.parser.feed(&buf[..n], &mut self.queue).expect("valid server output"),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn text(ws: &mut WebSocket<TcpStream>) -> String {
+    loop {
+        match ws.read().expect("a message before the timeout") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+fn texts(ws: &mut WebSocket<TcpStream>, n: usize) -> Vec<String> {
+    (0..n).map(|_| text(ws)).collect()
+}
+
+fn send(ws: &mut WebSocket<TcpStream>, s: &str) {
+    ws.send(Message::text(s)).unwrap();
+}
+
+/// Reads until the relay's close frame and returns its code and reason.
+fn close_of(ws: &mut WebSocket<TcpStream>) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+/// Nothing arrives within a short wait.
+fn silent(ws: &mut WebSocket<TcpStream>) -> bool {
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+    let quiet = matches!(ws.read(), Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
+    ws.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    quiet
+}
+
+const ROOM: &str = "/ws-relay/spacewar";
+
+#[test]
+fn the_seed_three_client_table() {
+    let relay = Relay::start(&[]);
+    let mut c1 = relay.ws(ROOM);
+    assert_eq!(text(&mut c1), "1 self");
+    let mut c2 = relay.ws(ROOM);
+    assert_eq!(texts(&mut c2, 2), ["2 self", "1 join"]);
+    assert_eq!(text(&mut c1), "2 join");
+    let mut c3 = relay.ws(ROOM);
+    assert_eq!(texts(&mut c3, 3), ["3 self", "1 join", "2 join"]);
+    assert_eq!(text(&mut c1), "3 join");
+    assert_eq!(text(&mut c2), "3 join");
+    send(&mut c1, "2 hello");
+    assert_eq!(text(&mut c2), "1 hello");
+    send(&mut c1, "* hello");
+    assert_eq!(text(&mut c2), "1 hello");
+    assert_eq!(text(&mut c3), "1 hello");
+    c3.close(None).unwrap();
+    assert_eq!(text(&mut c1), "3 quit");
+    assert_eq!(text(&mut c2), "3 quit");
+    c2.close(None).unwrap();
+    assert_eq!(text(&mut c1), "2 quit");
+    assert!(silent(&mut c1), "client 1 never hears its own messages");
+}
+
+#[test]
+fn direct_broadcast_self_and_unknown_targets() {
+    let relay = Relay::start(&[]);
+    let mut a = relay.ws(ROOM);
+    let mut b = relay.ws(ROOM);
+    texts(&mut a, 2);
+    texts(&mut b, 2);
+    send(&mut a, "1 to myself");
+    assert_eq!(text(&mut a), "1 to myself");
+    send(&mut a, "7 nobody");
+    send(&mut a, "02 not an id as the relay spells it");
+    send(&mut a, "* report {\"x\": 1}");
+    assert_eq!(text(&mut b), "1 report {\"x\": 1}", "dropped messages cost nothing, the sender stays");
+    send(&mut b, "1 answer");
+    assert_eq!(text(&mut a), "2 answer");
+}
+
+#[test]
+fn rooms_differ_by_query_string() {
+    let relay = Relay::start(&[]);
+    let mut one = relay.ws("/ws-relay/spacewar?game=1");
+    let mut two = relay.ws("/ws-relay/spacewar?game=2");
+    let mut plain = relay.ws("/ws-relay/spacewar");
+    for ws in [&mut one, &mut two, &mut plain] {
+        assert_eq!(text(ws), "1 self");
+    }
+    send(&mut one, "* only game 1");
+    assert!(silent(&mut two) && silent(&mut plain));
+}
+
+#[test]
+fn ids_restart_after_the_room_empties() {
+    let relay = Relay::start(&[]);
+    let mut watcher = relay.ws(ROOM);
+    let mut leaver = relay.ws(ROOM);
+    texts(&mut leaver, 2);
+    assert_eq!(texts(&mut watcher, 2), ["1 self", "2 join"]);
+    leaver.close(None).unwrap();
+    assert_eq!(text(&mut watcher), "2 quit");
+    watcher.close(None).unwrap();
+    let _ = close_of(&mut watcher);
+    // The relay has processed the close once it answered it; the room is gone.
+    let mut fresh = relay.ws(ROOM);
+    assert_eq!(text(&mut fresh), "1 self");
+}
+
+#[test]
+fn binary_messages_are_relayed() {
+    let relay = Relay::start(&[]);
+    let mut a = relay.ws(ROOM);
+    let mut b = relay.ws(ROOM);
+    texts(&mut a, 2);
+    texts(&mut b, 2);
+    a.send(Message::binary(b"* \x00\xff\xfe game state".to_vec())).unwrap();
+    match b.read().unwrap() {
+        Message::Binary(got) => assert_eq!(&got[..], b"1 \x00\xff\xfe game state"),
+        other => panic!("expected binary, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_abrupt_reset_is_a_quit() {
+    let relay = Relay::start(&[]);
+    let mut watcher = relay.ws(ROOM);
+    text(&mut watcher);
+    let raw = relay.raw(ROOM);
+    assert_eq!(text(&mut watcher), "2 join");
+    drop(raw);
+    assert_eq!(text(&mut watcher), "2 quit");
+    let half = relay.raw(ROOM);
+    assert_eq!(text(&mut watcher), "3 join");
+    half.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(text(&mut watcher), "3 quit", "FIN without a close frame is a quit");
+}
+
+#[test]
+fn malformed_relay_messages_close_with_1008() {
+    let relay = Relay::start(&[]);
+    for bad in ["bob hi", "3", "   "] {
+        let mut watcher = relay.ws("/ws-relay/1008");
+        let mut ws = relay.ws("/ws-relay/1008");
+        text(&mut watcher);
+        texts(&mut ws, 2);
+        assert_eq!(text(&mut watcher), "2 join");
+        send(&mut ws, bad);
+        let (code, reason) = close_of(&mut ws);
+        assert_eq!(code, 1008, "{bad:?}");
+        assert!(!reason.is_empty(), "{bad:?}: the reason names the problem");
+        assert_eq!(text(&mut watcher), "2 quit");
+        watcher.close(None).unwrap();
+        let _ = close_of(&mut watcher);
+    }
+}
+
+#[test]
+fn invalid_utf8_closes_with_1007() {
+    let relay = Relay::start(&[]);
+    let mut raw = relay.raw(ROOM);
+    assert_eq!(raw.next(), Received::Text("1 self".into()));
+    raw.send(OpCode::Text, b"* caf\xc3\x28");
+    assert!(matches!(raw.next(), Received::Close(Some((1007, _)))));
+    assert!(raw.closed_by_server());
+}
+
+#[test]
+fn oversize_messages_close_with_1009() {
+    let relay = Relay::start(&["--max-message", "1024"]);
+    let mut ws = relay.ws(ROOM);
+    text(&mut ws);
+    send(&mut ws, &format!("* {}", "x".repeat(2000)));
+    assert_eq!(close_of(&mut ws).0, 1009);
+}
+
+#[test]
+fn ping_is_answered_with_the_same_payload() {
+    let relay = Relay::start(&[]);
+    let mut raw = relay.raw(ROOM);
+    raw.next();
+    raw.send(OpCode::Ping, b"latency probe 42");
+    assert_eq!(raw.next(), Received::Pong(b"latency probe 42".to_vec()));
+}
+
+#[test]
+fn keepalive_closes_a_silent_client() {
+    let relay = Relay::start(&["--ping-interval", "200ms", "--ping-timeout", "200ms"]);
+    let mut live = relay.ws(ROOM);
+    assert_eq!(text(&mut live), "1 self");
+    // The live client talks every 50 ms (a game would) and keeps reading, which answers pings.
+    let talker = std::thread::spawn(move || {
+        let mut heard = Vec::new();
+        let until = Instant::now() + Duration::from_millis(1500);
+        live.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        while Instant::now() < until {
+            send(&mut live, "1 tick");
+            match live.read() {
+                Ok(Message::Text(t)) if t.as_str() != "1 tick" => heard.push(t.to_string()),
+                Ok(Message::Close(_)) => panic!("the live client was closed"),
+                _ => {}
+            }
+        }
+        heard
+    });
+    let mut silent_client = relay.raw(ROOM);
+    let started = Instant::now();
+    assert_eq!(silent_client.next(), Received::Text("2 self".into()));
+    assert_eq!(silent_client.next(), Received::Text("1 join".into()));
+    let mut saw_ping = false;
+    let code = loop {
+        match silent_client.next() {
+            Received::Ping(p) => saw_ping |= p == b"keepalive",
+            Received::Close(Some((code, _))) => break code,
+            other => assert!(matches!(other, Received::Text(ref t) if t == "1 tick"), "{other:?}"),
+        }
+    };
+    assert!(saw_ping, "the silent client was pinged first");
+    assert_eq!(code, 1011);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(silent_client.closed_by_server());
+    let heard = talker.join().expect("the live client stayed connected");
+    assert_eq!(heard, ["2 join", "2 quit"]);
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    let mut relay = Relay::start(&["--drain-timeout", "1s"]);
+    let mut a = relay.ws(ROOM);
+    let mut b = relay.ws("/ws-relay/other");
+    text(&mut a);
+    text(&mut b);
+    let status = Command::new("kill").args(["-TERM", &relay.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(close_of(&mut a).0, 1001);
+    assert_eq!(close_of(&mut b).0, 1001);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(status) = relay.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay did not exit after the drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(TcpStream::connect(relay.addr).is_err(), "no longer accepting");
+}
+
+#[test]
+fn plain_http_requests() {
+    let relay = Relay::start(&[]);
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok\n"),
+        (b"GET /ws-relay/x HTTP/1.1\r\nHost: x\r\n\r\n", 426, "Sec-WebSocket-Version: 13"),
+        (b"POST /ws-relay/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow: GET"),
+        (b"\x16\x03\x01 not http at all\r\n\r\n", 400, "Connection: close"),
+    ];
+    for (request, status, needle) in cases {
+        let mut stream = TcpStream::connect(relay.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("the relay closes after answering");
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{response}");
+        assert!(response.contains(needle), "{response}");
+    }
+}
+
+#[test]
+fn handshake_timeout_answers_408_and_closes() {
+    let relay = Relay::start(&["--handshake-timeout", "300ms"]);
+    let mut raw = Raw::connect(relay.addr);
+    raw.write(b"GET /ws-relay/slow HTTP/1.1\r\nHost: x\r\n");
+    let started = Instant::now();
+    assert_eq!(raw.next(), Received::Http(408));
+    assert!(raw.closed_by_server());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn frames_in_the_same_write_as_the_request_are_read() {
+    let relay = Relay::start(&[]);
+    let mut watcher = relay.ws(ROOM);
+    text(&mut watcher);
+    let mut raw = Raw::connect(relay.addr);
+    let mut both = upgrade_request(ROOM, "test");
+    masked_frame(&mut both, true, OpCode::Text, b"* right behind the request", [1, 2, 3, 4]);
+    raw.write(&both);
+    assert_eq!(text(&mut watcher), "2 join");
+    assert_eq!(text(&mut watcher), "2 right behind the request");
+    drop(raw);
+    assert_eq!(text(&mut watcher), "2 quit");
+}
