@@ -38,7 +38,7 @@ fn no_allocation_per_delivered_message() {
     let mut relay = Relay::new(Config::default());
     let now = Instant::now();
     let mut outputs: Vec<Vec<u8>> = Vec::new();
-    let mut drain = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
+    let drain = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
         let mut delivered = 0;
         while let Some(action) = relay.poll_action() {
             let (to, bytes) = match action {
@@ -74,7 +74,7 @@ fn no_allocation_per_delivered_message() {
     for _ in 0..10 {
         burst.extend_from_slice(&report);
     }
-    let mut round = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
+    let round = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
         let mut delivered = 0;
         for &c in &conns {
             relay.handle_read(c, &report, now);
