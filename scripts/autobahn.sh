@@ -18,17 +18,8 @@ if [ ! -x "$work/venv/bin/kosoku" ]; then
     "$work/venv/bin/pip" install --quiet "kosoku==$KOSOKU_VERSION"
 fi
 
-cargo build --release --quiet --bin ws-relay
-target/release/ws-relay --listen 127.0.0.1:0 --echo --max-message 16777216 --max-fragments 1000000 \
-    >"$work/relay.out" 2>"$work/relay.log" &
-relay=$!
-trap 'kill $relay 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$work/relay.out" 2>/dev/null && break
-    sleep 0.05
-done
-addr=$(sed -n 's/^listening on //p' "$work/relay.out")
-[ -n "$addr" ] || { echo "autobahn: the relay did not start"; cat "$work/relay.log"; exit 1; }
+source scripts/lib.sh
+start_relay --echo --max-message 16777216 --max-fragments 1000000
 
 rm -rf "$work/reports"
 # kosoku exits non-zero when any case is not OK (the UNIMPLEMENTED 12.* and

@@ -18,13 +18,6 @@ fi
 # Node resolves `ws` from beside the script; the install itself stays under target/.
 ln -sfn "$PWD/$work/node_modules" scripts/clients/node_modules
 
-cargo build --release --quiet --bin ws-relay
-target/release/ws-relay --listen 127.0.0.1:0 >"$work/relay.out" 2>"$work/relay.log" &
-relay=$!
-trap 'kill $relay 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$work/relay.out" 2>/dev/null && break
-    sleep 0.05
-done
-addr=$(sed -n 's/^listening on //p' "$work/relay.out")
+source scripts/lib.sh
+start_relay
 timeout 300 "$work/venv/bin/python" scripts/clients/seed_table.py "$addr" "$work/venv/bin/python" "$work"

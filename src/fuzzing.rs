@@ -81,8 +81,9 @@ fn decode_frames<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> FrameLog {
     log
 }
 
+/// A [`Message`] copied out of its decoder.
 #[derive(Debug, PartialEq, Eq)]
-enum Owned {
+pub(crate) enum Owned {
     Text(Vec<u8>),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
@@ -90,8 +91,12 @@ enum Owned {
     Close(Option<(u16, String)>),
 }
 
-fn decode_messages<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Owned>, Option<ProtocolError>) {
-    let mut decoder = MessageDecoder::new(MessageLimits { max_message: 4096, max_fragments: 8 });
+/// Decodes `pieces` in order; returns the messages and the error that stopped them, if any.
+pub(crate) fn decode_messages<'a>(
+    limits: MessageLimits,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Owned>, Option<ProtocolError>) {
+    let mut decoder = MessageDecoder::new(limits);
     let mut got = Vec::new();
     for piece in pieces {
         let mut rest = piece;
@@ -136,9 +141,10 @@ pub fn frame_decoder(data: &[u8]) {
     }
     assert_eq!(&input[..encoded.len()], &encoded[..], "accepted frames re-encode differently");
 
-    let messages = decode_messages([input]);
-    assert_eq!(messages, decode_messages(chunks(seed, input)));
-    assert_eq!(messages, decode_messages(input.chunks(1)));
+    let limits = MessageLimits { max_message: 4096, max_fragments: 8 };
+    let messages = decode_messages(limits, [input]);
+    assert_eq!(messages, decode_messages(limits, chunks(seed, input)));
+    assert_eq!(messages, decode_messages(limits, input.chunks(1)));
     if let Some(e) = messages.1 {
         assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
     }

@@ -198,6 +198,7 @@ pub fn is_valid_close_code(code: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::{decode_messages, Owned};
     use crate::proto::frame::apply_mask;
 
     const LIMITS: MessageLimits = MessageLimits { max_message: 1000, max_fragments: 4 };
@@ -212,45 +213,12 @@ mod tests {
         out
     }
 
-    #[derive(Debug, PartialEq)]
-    enum Owned {
-        Text(Vec<u8>),
-        Binary(Vec<u8>),
-        Ping(Vec<u8>),
-        Pong(Vec<u8>),
-        Close(Option<(u16, String)>),
-    }
-
     fn run(chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
-        let mut d = MessageDecoder::new(LIMITS);
-        let mut got = Vec::new();
-        for chunk in chunks {
-            let mut rest = *chunk;
-            loop {
-                match d.decode(rest) {
-                    Err(e) => return (got, Some(e)),
-                    Ok((n, m)) => {
-                        got.extend(m.map(|m| match m {
-                            Message::Text(t) => Owned::Text(t.to_vec()),
-                            Message::Binary(b) => Owned::Binary(b.to_vec()),
-                            Message::Ping(p) => Owned::Ping(p.to_vec()),
-                            Message::Pong(p) => Owned::Pong(p.to_vec()),
-                            Message::Close(c) => Owned::Close(c.map(|(c, r)| (c, r.to_owned()))),
-                        }));
-                        rest = &rest[n..];
-                        if rest.is_empty() && n == 0 {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        (got, None)
+        decode_messages(LIMITS, chunks.iter().copied())
     }
 
     fn byte_by_byte(wire: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
-        let chunks: Vec<&[u8]> = wire.chunks(1).collect();
-        run(&chunks)
+        decode_messages(LIMITS, wire.chunks(1))
     }
 
     #[test]
