@@ -327,9 +327,8 @@ impl Sim {
             Op::ConnectRaw { bytes } => self.connect(false, &bytes),
             Op::Send { client, target, binary, mut body, fragments } => {
                 let Some(i) = self.pick(client) else { return };
-                if body.first().is_none_or(|b| b.is_ascii_whitespace() || *b == 0x0B) {
-                    body.insert(0, b'm');
-                }
+                // A leading letter keeps the body non-empty, unstripped, and clear of `self`/`join`/`quit`.
+                body.insert(0, b'm');
                 let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
                 let token = match &target {
                     FuzzTarget::All => "*".to_owned(),

@@ -223,7 +223,7 @@ fn binary_is_relayed_byte_for_byte() {
 
 #[test]
 fn malformed_relay_messages_close_with_1008() {
-    for bad in ["", "   ", "bob hi", "** hi", "3", "2 \t ", "\u{e9}1 x"] {
+    for bad in ["", "   ", "bob hi", "** hi", "3", "2 \t ", "\u{e9}1 x", "* quit", "1 join", "* self"] {
         let mut s = Sim::relay();
         let (a, b) = (s.join(ROOM), s.join(ROOM));
         s.take(a);

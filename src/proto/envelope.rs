@@ -33,6 +33,11 @@ pub fn parse(msg: &[u8]) -> Result<(Target, &[u8]), RelayError> {
     if rest.is_empty() {
         return Err(RelayError::EmptyMessage);
     }
+    // The relay's own notices would otherwise let any player fake another's arrival or departure.
+    let msgtype = &rest[..rest.iter().position(|&b| is_space(b)).unwrap_or(rest.len())];
+    if matches!(msgtype, b"self" | b"join" | b"quit") {
+        return Err(RelayError::ReservedType);
+    }
     Ok((target, rest))
 }
 
@@ -96,6 +101,10 @@ mod tests {
         assert_eq!(parse(b"+ hi"), Err(RelayError::InvalidTarget));
         assert_eq!(parse(b"3"), Err(RelayError::EmptyMessage));
         assert_eq!(parse(b"* \t "), Err(RelayError::EmptyMessage));
+        assert_eq!(parse(b"* quit"), Err(RelayError::ReservedType));
+        assert_eq!(parse(b"2 join now"), Err(RelayError::ReservedType));
+        assert_eq!(parse(b"2 self"), Err(RelayError::ReservedType));
+        assert_eq!(parse(b"2 selfie"), Ok((Target::Id(2), &b"selfie"[..])));
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub enum RelayError {
     InvalidTarget,
     /// Nothing follows the target.
     EmptyMessage,
+    /// The message type is `self`, `join` or `quit`, which only the relay sends.
+    ReservedType,
 }
 
 impl RelayError {
@@ -167,6 +169,7 @@ impl fmt::Display for RelayError {
             Self::MissingTarget => "message has no target: send `<id|*> <msgtype> [data]`",
             Self::InvalidTarget => "target must be `*` or a decimal client id",
             Self::EmptyMessage => "message has nothing after the target",
+            Self::ReservedType => "self, join and quit are sent by the relay only",
         })
     }
 }
