@@ -63,6 +63,10 @@ struct Args {
     #[arg(long, env = "WS_RELAY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     close_timeout: Duration,
 
+    /// A client that stops reading is disconnected once this many bytes wait for it.
+    #[arg(long, env = "WS_RELAY_MAX_PENDING", default_value_t = 1024 * 1024)]
+    max_pending: usize,
+
     /// On SIGTERM or SIGINT, how long to wait for clients to close before exiting.
     #[arg(long, env = "WS_RELAY_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -100,7 +104,8 @@ fn main() -> ExitCode {
         ping_timeout: args.ping_timeout,
         close_timeout: args.close_timeout,
     };
-    let config = ServerConfig { listen: args.listen, relay, drain_timeout: args.drain_timeout };
+    let config =
+        ServerConfig { listen: args.listen, relay, drain_timeout: args.drain_timeout, max_pending: args.max_pending };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => {

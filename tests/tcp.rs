@@ -397,3 +397,36 @@ fn frames_in_the_same_write_as_the_request_are_read() {
     drop(raw);
     assert_eq!(text(&mut watcher), "2 quit");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_nobody_else_waits() {
+    let relay = Relay::start(&["--max-pending", "65536"]);
+    let mut sender = relay.ws(ROOM);
+    let mut reader = relay.ws(ROOM);
+    let stuck = relay.raw(ROOM);
+    texts(&mut sender, 1);
+    texts(&mut reader, 2);
+    assert_eq!(text(&mut sender), "2 join");
+    assert_eq!(text(&mut sender), "3 join");
+    assert_eq!(text(&mut reader), "3 join");
+    // 16 MB to a client that never reads: far past the kernel's buffers and the relay's bound.
+    let payload = "x".repeat(60_000);
+    let mut seen = Vec::new();
+    let mut quits = 0;
+    for i in 0..270 {
+        send(&mut sender, &format!("* {i} {payload}"));
+        loop {
+            let got = text(&mut reader);
+            if got == "3 quit" {
+                quits += 1;
+                continue;
+            }
+            seen.push(got.split(' ').nth(1).unwrap().parse::<usize>().unwrap());
+            break;
+        }
+    }
+    assert_eq!(seen, (0..270).collect::<Vec<_>>(), "the reading client sees every message, in order");
+    assert_eq!(quits, 1, "the stuck client was disconnected and its peers told");
+    assert_eq!(text(&mut sender), "3 quit");
+    drop(stuck);
+}

@@ -61,6 +61,8 @@ pub enum CloseReason {
     ClientClose,
     /// The transport ended without a close handshake (EOF, reset, write error).
     TransportClosed,
+    /// The client stopped reading and its output passed the driver's bound.
+    SlowConsumer,
     /// The client broke RFC 6455.
     Protocol(ProtocolError),
     /// The client broke the relay's message format.
@@ -80,6 +82,7 @@ impl fmt::Display for CloseReason {
         match self {
             Self::ClientClose => f.write_str("client closed"),
             Self::TransportClosed => f.write_str("transport closed"),
+            Self::SlowConsumer => f.write_str("slow consumer: output bound passed"),
             Self::Protocol(e) => write!(f, "protocol error {}: {e}", e.close_code()),
             Self::Relay(e) => write!(f, "relay error {}: {e}", e.close_code()),
             Self::Handshake(e) => write!(f, "handshake refused {}: {e}", e.http_status()),

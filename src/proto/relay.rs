@@ -140,6 +140,15 @@ impl Relay {
         }
     }
 
+    /// `conn` is not reading: the driver's output buffer for it passed its
+    /// bound. The client leaves its room (the others hear `quit`) and its
+    /// transport is closed without further writes; nobody else waits for it.
+    pub fn handle_slow_consumer(&mut self, conn: ConnId, _now: Instant) {
+        if self.get_mut(conn).is_some() {
+            self.finish(conn, CloseReason::SlowConsumer);
+        }
+    }
+
     /// Time has reached `now`: fire every deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, conn)) = self.timers.pop_due(now) {

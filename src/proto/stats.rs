@@ -28,6 +28,8 @@ pub struct CloseCounts {
     pub client_close: u64,
     /// The transport ended without one.
     pub transport_closed: u64,
+    /// The client stopped reading.
+    pub slow_consumer: u64,
     /// RFC 6455 was broken.
     pub protocol_error: u64,
     /// The relay format was broken.
@@ -48,6 +50,7 @@ impl CloseCounts {
         let counter = match reason {
             CloseReason::ClientClose => &mut self.client_close,
             CloseReason::TransportClosed => &mut self.transport_closed,
+            CloseReason::SlowConsumer => &mut self.slow_consumer,
             CloseReason::Protocol(_) => &mut self.protocol_error,
             CloseReason::Relay(_) => &mut self.relay_error,
             CloseReason::Handshake(_) => &mut self.handshake_refused,

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub relay: Config,
     /// After SIGTERM or SIGINT, how long to wait for clients to finish closing.
     pub drain_timeout: Duration,
+    /// A client whose unwritten output passes this many bytes is disconnected.
+    pub max_pending: usize,
 }
 
 struct Client {
@@ -47,6 +49,8 @@ struct Client {
     out: Vec<u8>,
     written: usize,
     queued: bool,
+    /// Passed `max_pending`: nothing more is queued, the core is told once.
+    overflowed: bool,
 }
 
 /// The listening relay.
@@ -62,9 +66,14 @@ pub struct Server {
     to_flush: Vec<usize>,
     /// Clients that used their read budget and still have bytes waiting.
     to_read: Vec<usize>,
+    /// Clients whose output passed `max_pending` while actions were applied.
+    overflowed: Vec<ConnId>,
+    max_pending: usize,
     buf: Box<[u8]>,
     drain_timeout: Duration,
     drain_deadline: Option<Instant>,
+    /// The time read at the top of this loop turn.
+    now: Instant,
 }
 
 impl Server {
@@ -84,9 +93,12 @@ impl Server {
             by_conn: Vec::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
+            overflowed: Vec::new(),
+            max_pending: config.max_pending,
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             drain_timeout: config.drain_timeout,
             drain_deadline: None,
+            now: Instant::now(),
         })
     }
 
@@ -111,6 +123,7 @@ impl Server {
             }
             // The one clock read of the turn: every input below carries this time.
             let now = Instant::now();
+            self.now = now;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -193,7 +206,7 @@ impl Server {
                 continue;
             }
             let conn = self.relay.handle_connect(now);
-            entry.insert(Client { stream, conn, out: Vec::new(), written: 0, queued: false });
+            entry.insert(Client { stream, conn, out: Vec::new(), written: 0, queued: false, overflowed: false });
             if self.by_conn.len() <= conn.index() {
                 self.by_conn.resize(conn.index() + 1, usize::MAX);
             }
@@ -239,19 +252,41 @@ impl Server {
         }
     }
 
-    /// Drains the core's actions into output buffers.
+    /// Drains the core's actions into output buffers. A client whose buffer
+    /// passes the bound is reported to the core, which ends it; its peers'
+    /// messages are never held back for it.
     fn apply(&mut self) {
+        loop {
+            self.apply_actions();
+            if self.overflowed.is_empty() {
+                return;
+            }
+            let now = self.now;
+            for conn in std::mem::take(&mut self.overflowed) {
+                self.relay.handle_slow_consumer(conn, now);
+            }
+        }
+    }
+
+    fn apply_actions(&mut self) {
+        let mut out = Outputs {
+            clients: &mut self.clients,
+            by_conn: &self.by_conn,
+            to_flush: &mut self.to_flush,
+            overflowed: &mut self.overflowed,
+            max_pending: self.max_pending,
+        };
         while let Some(action) = self.relay.poll_action() {
             match action {
-                Action::Send { to, bytes } => queue(&mut self.clients, &self.by_conn, &mut self.to_flush, to, bytes),
+                Action::Send { to, bytes } => out.queue(to, bytes),
                 Action::Broadcast { to, bytes } => {
                     for &conn in to {
-                        queue(&mut self.clients, &self.by_conn, &mut self.to_flush, conn, bytes);
+                        out.queue(conn, bytes);
                     }
                 }
                 Action::Close { conn, reason } => {
-                    let Some(key) = client_key(&self.clients, &self.by_conn, conn) else { continue };
-                    let mut client = self.clients.remove(key);
+                    let Some(key) = client_key(out.clients, out.by_conn, conn) else { continue };
+                    let mut client = out.clients.remove(key);
                     // One last write of what is queued; a client that is not reading loses it.
                     let _ = client.write_out();
                     let _ = client.stream.shutdown(Shutdown::Write);
@@ -325,12 +360,31 @@ fn client_key(clients: &Slab<Client>, by_conn: &[usize], conn: ConnId) -> Option
     clients.get(key).filter(|c| c.conn == conn).map(|_| key)
 }
 
-fn queue(clients: &mut Slab<Client>, by_conn: &[usize], to_flush: &mut Vec<usize>, conn: ConnId, bytes: &[u8]) {
-    let Some(key) = client_key(clients, by_conn, conn) else { return };
-    let client = &mut clients[key];
-    client.out.extend_from_slice(bytes);
-    if !client.queued {
-        client.queued = true;
-        to_flush.push(key);
+/// The driver's side of the output buffers, borrowed apart from the core so
+/// actions can be applied while the core lends them.
+struct Outputs<'a> {
+    clients: &'a mut Slab<Client>,
+    by_conn: &'a [usize],
+    to_flush: &'a mut Vec<usize>,
+    overflowed: &'a mut Vec<ConnId>,
+    max_pending: usize,
+}
+
+impl Outputs<'_> {
+    fn queue(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(key) = client_key(self.clients, self.by_conn, conn) else { return };
+        let client = &mut self.clients[key];
+        if client.out.len() - client.written + bytes.len() > self.max_pending {
+            if !client.overflowed {
+                client.overflowed = true;
+                self.overflowed.push(conn);
+            }
+            return;
+        }
+        client.out.extend_from_slice(bytes);
+        if !client.queued {
+            client.queued = true;
+            self.to_flush.push(key);
+        }
     }
 }
