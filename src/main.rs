@@ -8,6 +8,7 @@ use clap::Parser;
 use log::{error, info};
 use ws_relay::proto::handshake::HandshakeLimits;
 use ws_relay::proto::message::MessageLimits;
+use ws_relay::proto::Capacity;
 use ws_relay::server::{Server, ServerConfig};
 use ws_relay::{Config, Mode};
 
@@ -46,6 +47,18 @@ struct Args {
     /// Longest request target, i.e. room name, in bytes (longer: 414).
     #[arg(long, env = "WS_RELAY_MAX_TARGET", default_value_t = 1024)]
     max_target: usize,
+
+    /// Most clients in all rooms together (more: 503 before the upgrade).
+    #[arg(long, env = "WS_RELAY_MAX_CLIENTS", default_value_t = 100_000)]
+    max_clients: usize,
+
+    /// Most clients in one room (more: 503 "room full" before the upgrade).
+    #[arg(long, env = "WS_RELAY_MAX_ROOM_CLIENTS", default_value_t = 1024)]
+    max_room_clients: usize,
+
+    /// Most rooms at once (a new room past it: 503 before the upgrade).
+    #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = 100_000)]
+    max_rooms: usize,
 
     /// Time a client has to complete its upgrade request (then: 408 and close).
     #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -99,6 +112,11 @@ fn main() -> ExitCode {
             max_target: args.max_target,
         },
         message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
+        capacity: Capacity {
+            max_clients: args.max_clients,
+            max_room_clients: args.max_room_clients,
+            max_rooms: args.max_rooms,
+        },
         handshake_timeout: args.handshake_timeout,
         ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,

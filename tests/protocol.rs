@@ -502,3 +502,25 @@ fn joins_and_quits_are_atomic_with_messages() {
     let c = s.join(ROOM);
     assert_eq!(s.texts(c), ["3 self", "1 join"]);
 }
+
+#[test]
+fn caps_refuse_upgrades_with_503() {
+    let capacity = ws_relay::proto::Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2 };
+    let mut s = Sim::new(Config { capacity, ..Config::default() });
+    let (a, _b) = (s.join("/r1"), s.join("/r1"));
+    let full = s.connect_raw(&upgrade_request("/r1", "x"));
+    assert_eq!(s.take(full), [Http(503)]);
+    assert!(String::from_utf8_lossy(&s.raw[&full]).contains("room full"));
+    let c = s.join("/r2");
+    let third_room = s.connect_raw(&upgrade_request("/r3", "x"));
+    assert_eq!(s.take(third_room), [Http(503)], "max_clients and max_rooms are both reached");
+    s.drop_transport(c);
+    let r3 = s.connect_raw(&upgrade_request("/r3", "x"));
+    assert_eq!(s.take(r3)[0], Http(101), "a freed place is usable again");
+    s.drop_transport(a);
+    let again = s.connect_raw(&upgrade_request("/r3", "x"));
+    assert_eq!(s.take(again)[0], Http(101));
+    let over = s.connect_raw(&upgrade_request("/r1", "x"));
+    assert_eq!(s.take(over), [Http(503)], "three clients: the relay is full");
+    assert!(String::from_utf8_lossy(&s.raw[&over]).contains("server full"));
+}

@@ -14,6 +14,17 @@ pub enum Mode {
     Echo,
 }
 
+/// Caps past which an upgrade is refused with 503.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Upgraded clients in all rooms together.
+    pub max_clients: usize,
+    /// Clients in one room.
+    pub max_room_clients: usize,
+    /// Rooms with clients.
+    pub max_rooms: usize,
+}
+
 /// The core's configuration. [`Config::default`] is what the binary runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -23,6 +34,8 @@ pub struct Config {
     pub handshake: HandshakeLimits,
     /// Limits on incoming messages.
     pub message: MessageLimits,
+    /// Caps on clients and rooms.
+    pub capacity: Capacity,
     /// A connection that has not completed its upgrade by then is closed (408).
     pub handshake_timeout: Duration,
     /// A client silent this long is pinged.
@@ -39,6 +52,7 @@ impl Default for Config {
             mode: Mode::Relay,
             handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
             message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
+            capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000 },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(30),

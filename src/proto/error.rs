@@ -33,6 +33,12 @@ pub enum HandshakeError {
     Timeout,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The relay holds as many clients as it may.
+    ServerFull,
+    /// The room holds as many clients as it may.
+    RoomFull,
+    /// The relay holds as many rooms as it may, and this one is new.
+    TooManyRooms,
 }
 
 impl HandshakeError {
@@ -46,7 +52,7 @@ impl HandshakeError {
             Self::NotWebSocket | Self::UnsupportedVersion => 426,
             Self::NotFound => 404,
             Self::Timeout => 408,
-            Self::ShuttingDown => 503,
+            Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms => 503,
         }
     }
 }
@@ -67,6 +73,9 @@ impl fmt::Display for HandshakeError {
             Self::NotFound => "not found",
             Self::Timeout => "request timeout",
             Self::ShuttingDown => "shutting down",
+            Self::ServerFull => "server full",
+            Self::RoomFull => "room full",
+            Self::TooManyRooms => "too many rooms",
         })
     }
 }

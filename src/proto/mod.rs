@@ -22,7 +22,7 @@ pub mod timer;
 pub mod utf8;
 
 pub use action::{Action, CloseReason, ConnId};
-pub use config::{Config, Mode};
+pub use config::{Capacity, Config, Mode};
 pub use error::{HandshakeError, ProtocolError, RelayError};
 pub use relay::Relay;
 pub use stats::Stats;

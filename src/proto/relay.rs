@@ -34,6 +34,8 @@ pub struct Relay {
     outbox: Outbox,
     stats: Stats,
     shutting_down: bool,
+    /// Upgraded connections not yet finished, counted against `max_clients`.
+    open: usize,
 }
 
 /// What a message asks of the connection that sent it, worked out while the
@@ -57,6 +59,7 @@ impl Relay {
             outbox: Outbox::default(),
             stats: Stats::default(),
             shutting_down: false,
+            open: 0,
         }
     }
 
@@ -215,7 +218,11 @@ impl Relay {
             _ if self.shutting_down => return self.refuse(conn, HandshakeError::ShuttingDown),
             Request::Upgrade { target, accept } => (target, accept),
         };
+        if let Some(full) = self.capacity_for(&target) {
+            return self.refuse(conn, full);
+        }
         self.stats.upgrades += 1;
+        self.open += 1;
         let start = self.outbox.bytes().len();
         handshake::accept_response(&accept, self.outbox.bytes());
         let member = match self.config.mode {
@@ -228,6 +235,22 @@ impl Relay {
         let c = &mut self.conns[conn.index()];
         c.phase = Phase::Open { decoder: MessageDecoder::new(self.config.message), member, ping_sent: None };
         self.schedule(conn, now + self.config.ping_interval);
+    }
+
+    /// Why an upgrade into room `target` would pass a configured cap, if it would.
+    fn capacity_for(&self, target: &[u8]) -> Option<HandshakeError> {
+        let limits = &self.config.capacity;
+        if self.open >= limits.max_clients {
+            return Some(HandshakeError::ServerFull);
+        }
+        if self.config.mode == Mode::Echo {
+            return None;
+        }
+        match self.rooms.by_name(target) {
+            Some(room) if room.members().len() >= limits.max_room_clients => Some(HandshakeError::RoomFull),
+            None if self.rooms.len() >= limits.max_rooms => Some(HandshakeError::TooManyRooms),
+            _ => None,
+        }
     }
 
     /// Adds `conn` to the room: it hears `self` and who is there, in one write
@@ -408,7 +431,10 @@ impl Relay {
         if self.get_mut(conn).is_none() {
             return;
         }
-        self.conns.remove(conn.index());
+        let conn_state = self.conns.remove(conn.index());
+        if !matches!(conn_state.phase, Phase::Handshake { .. }) {
+            self.open -= 1;
+        }
         self.stats.closes.add(reason);
         debug!("{conn} closed: {reason}");
         self.outbox.close(conn, reason);
