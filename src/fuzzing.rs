@@ -174,7 +174,7 @@ pub fn handshake(data: &[u8]) {
     assert_eq!(whole, read_request(input.chunks(1)));
     match whole {
         Err(e) => assert!(matches!(e.http_status(), 400 | 404 | 405 | 414 | 426 | 431)),
-        Ok(Some((Request::Upgrade { target, accept }, end))) => {
+        Ok(Some((Request::Upgrade { target, accept, .. }, end))) => {
             assert!(end <= input.len());
             assert!(target.starts_with(b"/"));
             assert_eq!(accept.len(), 28);

@@ -60,6 +60,10 @@ struct Args {
     #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = 100_000)]
     max_rooms: usize,
 
+    /// Accept browser upgrades only from these origins (e.g. https://game.example); repeat or comma-separate. Off by default.
+    #[arg(long = "allow-origin", env = "WS_RELAY_ALLOW_ORIGIN", value_delimiter = ',')]
+    allow_origin: Vec<String>,
+
     /// Time a client has to complete its upgrade request (then: 408 and close).
     #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
             max_target: args.max_target,
         },
         message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
+        allowed_origins: (!args.allow_origin.is_empty()).then_some(args.allow_origin),
         capacity: Capacity {
             max_clients: args.max_clients,
             max_room_clients: args.max_room_clients,

@@ -524,3 +524,20 @@ fn caps_refuse_upgrades_with_503() {
     assert_eq!(s.take(over), [Http(503)], "three clients: the relay is full");
     assert!(String::from_utf8_lossy(&s.raw[&over]).contains("server full"));
 }
+
+#[test]
+fn origin_allow_list_refuses_other_sites_with_403() {
+    let allowed_origins = Some(vec!["https://game.example".to_owned()]);
+    let mut s = Sim::new(Config { allowed_origins, ..Config::default() });
+    let with_origin = |origin: &str| {
+        String::from_utf8(upgrade_request(ROOM, "x"))
+            .unwrap()
+            .replace("\r\n\r\n", &format!("\r\nOrigin: {origin}\r\n\r\n"))
+    };
+    let evil = s.connect_raw(with_origin("https://evil.example").as_bytes());
+    assert_eq!(s.take(evil), [Http(403)]);
+    let good = s.connect_raw(with_origin("https://game.example").as_bytes());
+    assert_eq!(s.take(good), [Http(101), Text("1 self".into())]);
+    let tool = s.connect_raw(&upgrade_request(ROOM, "x"));
+    assert_eq!(s.take(tool)[0], Http(101), "clients without an Origin are not browsers");
+}

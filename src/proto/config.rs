@@ -36,6 +36,9 @@ pub struct Config {
     pub message: MessageLimits,
     /// Caps on clients and rooms.
     pub capacity: Capacity,
+    /// When set, a browser upgrade (one with an `Origin` header) is refused
+    /// with 403 unless its origin, e.g. `https://game.example`, is listed.
+    pub allowed_origins: Option<Vec<String>>,
     /// A connection that has not completed its upgrade by then is closed (408).
     pub handshake_timeout: Duration,
     /// A client silent this long is pinged.
@@ -52,6 +55,7 @@ impl Default for Config {
             mode: Mode::Relay,
             handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
             message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
+            allowed_origins: None,
             capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000 },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),

@@ -33,6 +33,8 @@ pub enum HandshakeError {
     Timeout,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The page's Origin is not on the allow-list.
+    ForbiddenOrigin,
     /// The relay holds as many clients as it may.
     ServerFull,
     /// The room holds as many clients as it may.
@@ -51,6 +53,7 @@ impl HandshakeError {
             Self::MethodNotAllowed => 405,
             Self::NotWebSocket | Self::UnsupportedVersion => 426,
             Self::NotFound => 404,
+            Self::ForbiddenOrigin => 403,
             Self::Timeout => 408,
             Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms => 503,
         }
@@ -73,6 +76,7 @@ impl fmt::Display for HandshakeError {
             Self::NotFound => "not found",
             Self::Timeout => "request timeout",
             Self::ShuttingDown => "shutting down",
+            Self::ForbiddenOrigin => "origin not allowed",
             Self::ServerFull => "server full",
             Self::RoomFull => "room full",
             Self::TooManyRooms => "too many rooms",

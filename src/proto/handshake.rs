@@ -23,6 +23,8 @@ pub enum Request {
         target: Vec<u8>,
         /// The value for `Sec-WebSocket-Accept`.
         accept: String,
+        /// The `Origin` header, which browsers always send.
+        origin: Option<Vec<u8>>,
     },
     /// A plain `GET /healthz`.
     Health,
@@ -130,7 +132,11 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     if !path.starts_with('/') {
         return Err(HandshakeError::NotFound);
     }
-    Ok(Request::Upgrade { target: path.as_bytes().to_vec(), accept: tungstenite::handshake::derive_accept_key(key) })
+    Ok(Request::Upgrade {
+        target: path.as_bytes().to_vec(),
+        accept: tungstenite::handshake::derive_accept_key(key),
+        origin: header("origin").next().map(|h| h.value.trim_ascii().to_vec()),
+    })
 }
 
 /// True if the comma-separated header value lists `token`, ignoring case.
@@ -159,6 +165,7 @@ pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -211,7 +218,8 @@ mod tests {
             req,
             Request::Upgrade {
                 target: b"/ws-relay/spacewar?game=1".to_vec(),
-                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
+                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
+                origin: None,
             }
         );
     }

@@ -216,7 +216,10 @@ impl Relay {
                 return self.finish(conn, CloseReason::HttpServed);
             }
             _ if self.shutting_down => return self.refuse(conn, HandshakeError::ShuttingDown),
-            Request::Upgrade { target, accept } => (target, accept),
+            Request::Upgrade { origin: Some(origin), .. } if !self.origin_allowed(&origin) => {
+                return self.refuse(conn, HandshakeError::ForbiddenOrigin);
+            }
+            Request::Upgrade { target, accept, .. } => (target, accept),
         };
         if let Some(full) = self.capacity_for(&target) {
             return self.refuse(conn, full);
@@ -235,6 +238,12 @@ impl Relay {
         let c = &mut self.conns[conn.index()];
         c.phase = Phase::Open { decoder: MessageDecoder::new(self.config.message), member, ping_sent: None };
         self.schedule(conn, now + self.config.ping_interval);
+    }
+
+    /// A browser page from another site may not open a socket here (cross-site
+    /// WebSocket hijacking); clients that send no Origin are not browsers.
+    fn origin_allowed(&self, origin: &[u8]) -> bool {
+        self.config.allowed_origins.as_ref().is_none_or(|list| list.iter().any(|o| o.as_bytes() == origin))
     }
 
     /// Why an upgrade into room `target` would pass a configured cap, if it would.
