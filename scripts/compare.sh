@@ -24,7 +24,7 @@ port=17927
 
 start() {
     case $1 in
-        ws-relay) taskset -c 0 target/release/ws-relay --listen "127.0.0.1:$port" >/dev/null 2>&1 & ;;
+        ws-relay) taskset -c 0 target/release/ws-relay --listen "127.0.0.1:$port" $relay_flags >/dev/null 2>&1 & ;;
         tokio-tungstenite) taskset -c 0 "$peers/tokio-tungstenite/run.sh" "$port" >/dev/null 2>&1 & ;;
         node-ws) taskset -c 0 "$peers/node-ws/run.sh" "$port" >/dev/null 2>&1 & ;;
     esac
@@ -46,6 +46,10 @@ stop() {
 scenario() {
     local relay=$1 name=$2
     shift 2
+    # The ramp measures capacity: lift ws-relay's flood control (1,000 messages/s
+    # per client by default), which the references do not have.
+    relay_flags=""
+    [ "$name" = ramp ] && relay_flags="--flood-messages 1000000 --flood-burst 1000000 --flood-bytes 1000000000"
     start "$relay"
     echo "== $relay: $name" >&2
     if $load --addr "127.0.0.1:$port" --relay-pid "$pid" "$@" >"$out/run.json" 2>"$out/run.err"; then

@@ -8,6 +8,7 @@ use clap::Parser;
 use log::{error, info};
 use ws_relay::proto::handshake::HandshakeLimits;
 use ws_relay::proto::message::MessageLimits;
+use ws_relay::proto::rate::FloodLimits;
 use ws_relay::proto::Capacity;
 use ws_relay::server::{Server, ServerConfig};
 use ws_relay::{Config, Mode};
@@ -64,6 +65,22 @@ struct Args {
     #[arg(long = "allow-origin", env = "WS_RELAY_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
 
+    /// Flood control: messages per second one client may sustain (over: close 1008). 0 turns flood control off.
+    #[arg(long, env = "WS_RELAY_FLOOD_MESSAGES", default_value_t = 1000)]
+    flood_messages: u32,
+
+    /// Flood control: messages one client may send at once.
+    #[arg(long, env = "WS_RELAY_FLOOD_BURST", default_value_t = 2000)]
+    flood_burst: u32,
+
+    /// Flood control: payload bytes per second one client may sustain.
+    #[arg(long, env = "WS_RELAY_FLOOD_BYTES", default_value_t = 1024 * 1024)]
+    flood_bytes: u64,
+
+    /// Flood control: payload bytes one client may send at once.
+    #[arg(long, env = "WS_RELAY_FLOOD_BYTE_BURST", default_value_t = 2 * 1024 * 1024)]
+    flood_byte_burst: u64,
+
     /// Time a client has to complete its upgrade request (then: 408 and close).
     #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
@@ -117,6 +134,12 @@ fn main() -> ExitCode {
         },
         message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
         allowed_origins: (!args.allow_origin.is_empty()).then_some(args.allow_origin),
+        flood: (args.flood_messages > 0).then_some(FloodLimits {
+            messages_per_second: args.flood_messages,
+            message_burst: args.flood_burst,
+            bytes_per_second: args.flood_bytes,
+            byte_burst: args.flood_byte_burst,
+        }),
         capacity: Capacity {
             max_clients: args.max_clients,
             max_room_clients: args.max_room_clients,

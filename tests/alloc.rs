@@ -4,7 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ws_relay::proto::client::{masked_frame, upgrade_request};
 use ws_relay::proto::frame::OpCode;
@@ -36,7 +36,8 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn no_allocation_per_delivered_message() {
     let mut relay = Relay::new(Config::default());
-    let now = Instant::now();
+    let start = Instant::now();
+    let now = start;
     let mut outputs: Vec<Vec<u8>> = Vec::new();
     let drain = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
         let mut delivered = 0;
@@ -74,7 +75,9 @@ fn no_allocation_per_delivered_message() {
     for _ in 0..10 {
         burst.extend_from_slice(&report);
     }
-    let round = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
+    // Rounds 20 ms apart: 600 messages per second per client, inside the default flood limits.
+    let round = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>, n: u32| {
+        let now = start + Duration::from_millis(20) * n;
         let mut delivered = 0;
         for &c in &conns {
             relay.handle_read(c, &report, now);
@@ -85,13 +88,13 @@ fn no_allocation_per_delivered_message() {
         delivered
     };
     // The warm-up grows every buffer and queue to its working size.
-    for _ in 0..50 {
-        round(&mut relay, &mut outputs);
+    for n in 0..50 {
+        round(&mut relay, &mut outputs, n);
     }
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut delivered = 0;
-    for _ in 0..1000 {
-        delivered += round(&mut relay, &mut outputs);
+    for n in 50..1050 {
+        delivered += round(&mut relay, &mut outputs, n);
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert_eq!(delivered, 1000 * 8 * (7 + 1 + 70));

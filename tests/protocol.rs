@@ -541,3 +541,32 @@ fn origin_allow_list_refuses_other_sites_with_403() {
     let tool = s.connect_raw(&upgrade_request(ROOM, "x"));
     assert_eq!(s.take(tool)[0], Http(101), "clients without an Origin are not browsers");
 }
+
+#[test]
+fn flood_control_closes_a_flooding_client_with_1008() {
+    let flood = Some(ws_relay::proto::rate::FloodLimits {
+        messages_per_second: 60,
+        message_burst: 10,
+        bytes_per_second: 1_000_000,
+        byte_burst: 1_000_000,
+    });
+    let mut s = Sim::new(Config { flood, ..Config::default() });
+    let (game, flooder) = (s.join(ROOM), s.join(ROOM));
+    s.take(game);
+    s.take(flooder);
+    // A 60 Hz game is never limited.
+    for _ in 0..600 {
+        s.advance(Duration::from_micros(16_667));
+        s.send(game, "* report {}");
+    }
+    assert_eq!(s.texts(flooder).len(), 600);
+    let mut burst = Vec::new();
+    for _ in 0..11 {
+        burst.extend(frame(OpCode::Text, b"* spam"));
+    }
+    s.feed(flooder, &burst);
+    assert_eq!(s.texts(game), vec!["2 spam"; 10].into_iter().chain(["2 quit"]).collect::<Vec<_>>());
+    let got = s.take(flooder);
+    let [Close(Some((1008, reason)))] = &got[..] else { panic!("{got:?}") };
+    assert_eq!(reason, "rate limit exceeded");
+}

@@ -301,6 +301,7 @@ fn keepalive_closes_a_silent_client() {
         live.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         while Instant::now() < until {
             send(&mut live, "1 tick");
+            std::thread::sleep(Duration::from_millis(50));
             match live.read() {
                 Ok(Message::Text(t)) if t.as_str() != "1 tick" => heard.push(t.to_string()),
                 Ok(Message::Close(_)) => panic!("the live client was closed"),
@@ -400,7 +401,9 @@ fn frames_in_the_same_write_as_the_request_are_read() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_nobody_else_waits() {
-    let relay = Relay::start(&["--max-pending", "65536"]);
+    // Flood control would stop the sender first; this test is about the reader.
+    let relay =
+        Relay::start(&["--max-pending", "65536", "--flood-bytes", "1000000000", "--flood-byte-burst", "1000000000"]);
     let mut sender = relay.ws(ROOM);
     let mut reader = relay.ws(ROOM);
     let stuck = relay.raw(ROOM);
@@ -429,4 +432,30 @@ fn a_client_that_stops_reading_is_dropped_and_nobody_else_waits() {
     assert_eq!(quits, 1, "the stuck client was disconnected and its peers told");
     assert_eq!(text(&mut sender), "3 quit");
     drop(stuck);
+}
+
+#[test]
+fn a_flooding_client_is_closed_with_1008() {
+    let relay = Relay::start(&["--flood-messages", "100", "--flood-burst", "20"]);
+    let mut watcher = relay.ws(ROOM);
+    let mut flooder = relay.ws(ROOM);
+    text(&mut watcher);
+    texts(&mut flooder, 2);
+    assert_eq!(text(&mut watcher), "2 join");
+    for i in 0..100 {
+        if flooder.send(Message::text(format!("* spam {i}"))).is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_of(&mut flooder), (1008, "rate limit exceeded".to_owned()));
+    let mut spam = Vec::new();
+    loop {
+        match text(&mut watcher).as_str() {
+            "2 quit" => break,
+            other => spam.push(other.to_owned()),
+        }
+    }
+    // The burst, and what the rate refilled while it arrived, then nothing more.
+    assert!((20..60).contains(&spam.len()), "{} messages got through", spam.len());
+    assert_eq!(spam, (0..spam.len()).map(|i| format!("2 spam {i}")).collect::<Vec<_>>());
 }

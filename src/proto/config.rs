@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::handshake::HandshakeLimits;
 use super::message::MessageLimits;
+use super::rate::FloodLimits;
 
 /// What an upgraded connection does with its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct Config {
     pub message: MessageLimits,
     /// Caps on clients and rooms.
     pub capacity: Capacity,
+    /// Per-client flood control; `None` turns it off.
+    pub flood: Option<FloodLimits>,
     /// When set, a browser upgrade (one with an `Origin` header) is refused
     /// with 403 unless its origin, e.g. `https://game.example`, is listed.
     pub allowed_origins: Option<Vec<String>>,
@@ -56,6 +59,12 @@ impl Default for Config {
             handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
             message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
             allowed_origins: None,
+            flood: Some(FloodLimits {
+                messages_per_second: 1000,
+                message_burst: 2000,
+                bytes_per_second: 1024 * 1024,
+                byte_burst: 2 * 1024 * 1024,
+            }),
             capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000 },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::action::{CloseReason, ConnId};
 use super::handshake::RequestReader;
 use super::message::MessageDecoder;
+use super::rate::RateLimiter;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -48,4 +49,6 @@ pub struct Conn {
     pub last_read: Instant,
     /// The earliest deadline this connection has in the timer queue.
     pub scheduled: Option<Instant>,
+    /// Its flood-control budgets.
+    pub rate: RateLimiter,
 }

@@ -156,7 +156,8 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// A well-formed WebSocket message that breaks the relay's `<target> <rest>` format.
+/// A well-formed WebSocket message the relay refuses: it breaks the
+/// `<target> <rest>` format, or arrives faster than flood control allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayError {
     /// The message is empty or only whitespace.
@@ -167,6 +168,8 @@ pub enum RelayError {
     EmptyMessage,
     /// The message type is `self`, `join` or `quit`, which only the relay sends.
     ReservedType,
+    /// The client sends faster than flood control allows.
+    RateLimited,
 }
 
 impl RelayError {
@@ -183,6 +186,7 @@ impl fmt::Display for RelayError {
             Self::InvalidTarget => "target must be `*` or a decimal client id",
             Self::EmptyMessage => "message has nothing after the target",
             Self::ReservedType => "self, join and quit are sent by the relay only",
+            Self::RateLimited => "rate limit exceeded",
         })
     }
 }

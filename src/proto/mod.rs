@@ -15,6 +15,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod outbox;
+pub mod rate;
 pub mod relay;
 pub mod room;
 pub mod stats;

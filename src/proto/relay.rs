@@ -14,6 +14,7 @@ use super::frame::OpCode;
 use super::handshake::{self, Request, RequestReader};
 use super::message::{Message, MessageDecoder};
 use super::outbox::Outbox;
+use super::rate::RateLimiter;
 use super::room::Rooms;
 use super::stats::Stats;
 use super::timer::TimerQueue;
@@ -112,6 +113,7 @@ impl Relay {
             phase: Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline },
             last_read: now,
             scheduled: None,
+            rate: RateLimiter::default(),
         });
         self.stats.connections += 1;
         self.schedule(id, deadline);
@@ -301,8 +303,10 @@ impl Relay {
 
     fn read_frames(&mut self, conn: ConnId, mut bytes: &[u8], now: Instant) {
         while !bytes.is_empty() {
-            let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
-            let (decoder, member, closing) = match &mut c.phase {
+            let Some(Conn { phase, rate, .. }) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else {
+                return;
+            };
+            let (decoder, member, closing) = match phase {
                 Phase::Open { decoder, member, .. } => (decoder, *member, None),
                 Phase::Closing { decoder, reason, .. } => (decoder, None, Some(*reason)),
                 Phase::Handshake { .. } => return,
@@ -313,7 +317,17 @@ impl Relay {
             };
             bytes = &bytes[used..];
             let Some(message) = message else { return };
+            let cost = match message {
+                Message::Text(m) | Message::Binary(m) | Message::Ping(m) | Message::Pong(m) => Some(m.len()),
+                // A close frame is always honoured.
+                Message::Close(_) => None,
+            };
+            let flooding = match (self.config.flood, cost) {
+                (Some(limits), Some(len)) if closing.is_none() => !rate.allow(&limits, len, now),
+                _ => false,
+            };
             let next = match message {
+                _ if flooding => Next::Reject(RelayError::RateLimited),
                 // The handshake the relay started is complete; the close keeps its cause.
                 Message::Close(_) if closing.is_some() => Next::Finish(closing.unwrap_or(CloseReason::ClientClose)),
                 _ if closing.is_some() => Next::Continue,
