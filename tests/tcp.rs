@@ -18,7 +18,18 @@ struct Relay {
 
 impl Relay {
     fn start(flags: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ws-relay"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_ws-relay")), flags)
+    }
+
+    /// The relay with at most `fds` open file descriptors.
+    fn start_with_fd_limit(fds: u32, flags: &[&str]) -> Self {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", &format!("ulimit -n {fds} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_ws-relay")]);
+        Self::spawn(shell, flags)
+    }
+
+    fn spawn(mut command: Command, flags: &[&str]) -> Self {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
             .env("RUST_LOG", "warn")
@@ -458,4 +469,29 @@ fn a_flooding_client_is_closed_with_1008() {
     // The burst, and what the rate refilled while it arrived, then nothing more.
     assert!((20..60).contains(&spam.len()), "{} messages got through", spam.len());
     assert_eq!(spam, (0..spam.len()).map(|i| format!("2 spam {i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn out_of_descriptors_the_relay_keeps_serving_and_accepts_again() {
+    let relay = Relay::start_with_fd_limit(40, &[]);
+    let mut a = relay.ws(ROOM);
+    let mut b = relay.ws(ROOM);
+    text(&mut a);
+    texts(&mut b, 2);
+    assert_eq!(text(&mut a), "2 join");
+    // Far more idle connections than descriptors: the rest wait in the listen queue.
+    let mut idle: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(relay.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    send(&mut a, "2 still served");
+    assert_eq!(text(&mut b), "1 still served");
+    // Descriptors come back; with no new connection to wake it, the relay's own retry
+    // accepts the last queued connection and serves it.
+    let last = idle.pop().unwrap();
+    idle.truncate(5);
+    let mut late = Raw { stream: last, parser: ServerParser::default(), queue: Vec::new() };
+    late.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    late.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(late.next(), Received::Http(200));
+    let mut fresh = relay.ws(ROOM);
+    assert_eq!(text(&mut fresh), "3 self");
 }

@@ -26,6 +26,9 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// Bytes read from one socket per loop turn before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 
+/// How long to wait before accepting again after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// An output buffer emptied after holding more than this is given back, so a
 /// burst does not pin memory for the connection's lifetime.
 const KEEP_OUT_CAPACITY: usize = 64 * 1024;
@@ -74,6 +77,8 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     /// The time read at the top of this loop turn.
     now: Instant,
+    /// When to try `accept` again after it failed for want of resources.
+    accept_retry: Option<Instant>,
 }
 
 impl Server {
@@ -99,6 +104,7 @@ impl Server {
             drain_timeout: config.drain_timeout,
             drain_deadline: None,
             now: Instant::now(),
+            accept_retry: None,
         })
     }
 
@@ -146,6 +152,9 @@ impl Server {
                     }
                 }
             }
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept(now);
+            }
             for key in std::mem::take(&mut self.to_read) {
                 self.read(key, false, now);
             }
@@ -165,10 +174,7 @@ impl Server {
         if !self.to_read.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = match (self.relay.poll_timeout(), self.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry].into_iter().flatten().min();
         // Round up so we never wake a hair early and spin once for nothing.
         next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
     }
@@ -185,16 +191,28 @@ impl Server {
 
     fn accept(&mut self, now: Instant) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                self.accept_retry = None;
+                return;
+            };
             let (mut stream, addr) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!("accept failed: {e}");
+                    // Out of descriptors or memory: the waiting connection stays queued, and with
+                    // edge-triggered events nothing would wake us for it, so retry on a timer.
+                    // Clients already connected are served meanwhile.
+                    if self.accept_retry.is_none() {
+                        warn!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    }
+                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
             };
+            if self.accept_retry.take().is_some() {
+                info!("accepting again");
+            }
             if let Err(e) = stream.set_nodelay(true) {
                 debug!("{addr}: TCP_NODELAY: {e}");
             }
