@@ -495,3 +495,99 @@ fn out_of_descriptors_the_relay_keeps_serving_and_accepts_again() {
     let mut fresh = relay.ws(ROOM);
     assert_eq!(text(&mut fresh), "3 self");
 }
+
+/// Every malformed upgrade request and frame a server must refuse, sent whole
+/// and then one byte per write: the answer is the same either way.
+#[test]
+fn malformed_input_is_refused_whole_and_byte_by_byte() {
+    let relay = Relay::start(&["--max-message", "1000", "--max-request-head", "2048"]);
+    let good = String::from_utf8(upgrade_request(ROOM, "x")).unwrap();
+    let requests: Vec<(String, u16)> = vec![
+        (good.replace("GET", "PUT"), 405),
+        (good.replace("HTTP/1.1", "HTTP/1.0"), 400),
+        (good.replace("Host: x\r\n", ""), 400),
+        (good.replace("Upgrade: websocket\r\n", ""), 426),
+        (good.replace("Connection: Upgrade", "Connection: keep-alive"), 426),
+        (good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 12"), 426),
+        (good.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400),
+        (good.replace("dGhlIHNhbXBsZSBub25jZQ==", "not-base64-at-all!!!!!=="), 400),
+        (good.replace("Host: x", "Host: x\r\nTransfer-Encoding: chunked"), 400),
+        (good.replace("Host: x", &format!("Host: x\r\nX-Pad: {}", "p".repeat(3000))), 431),
+        ("GET /ws HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".into(), 400),
+    ];
+    for (request, status) in &requests {
+        for bytewise in [false, true] {
+            let mut raw = Raw::connect(relay.addr);
+            if bytewise {
+                raw.stream.set_nodelay(true).unwrap();
+                for b in request.as_bytes() {
+                    if raw.stream.write_all(std::slice::from_ref(b)).is_err() {
+                        break; // Refused before the end, as 431 must be.
+                    }
+                }
+            } else {
+                raw.write(request.as_bytes());
+            }
+            assert_eq!(raw.next(), Received::Http(*status), "{request:?} bytewise={bytewise}");
+            assert!(raw.closed_by_server(), "{status}: the connection is closed after the answer");
+        }
+    }
+
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let masked = |first: u8, payload: &[u8]| {
+        let mut f = Vec::new();
+        masked_frame(&mut f, true, OpCode::Text, payload, mask);
+        f[0] = first;
+        f
+    };
+    let mut fragmented_ping = Vec::new();
+    masked_frame(&mut fragmented_ping, false, OpCode::Ping, b"x", mask);
+    let mut long_ping = Vec::new();
+    masked_frame(&mut long_ping, true, OpCode::Ping, &[0; 126], mask);
+    let mut interleaved = Vec::new();
+    masked_frame(&mut interleaved, false, OpCode::Text, b"* a", mask);
+    masked_frame(&mut interleaved, true, OpCode::Binary, b"b", mask);
+    let mut oversize = Vec::new();
+    masked_frame(&mut oversize, true, OpCode::Binary, &[b'x'; 1001], mask);
+    let frames: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked", vec![0x81, 0x04, b'*', b' ', b'h', b'i'], 1002),
+        ("RSV1", masked(0xC1, b"* hi"), 1002),
+        ("RSV2", masked(0xA1, b"* hi"), 1002),
+        ("RSV3", masked(0x91, b"* hi"), 1002),
+        ("opcode 3", masked(0x83, b"* hi"), 1002),
+        ("opcode 0xB", masked(0x8B, b"* hi"), 1002),
+        ("16-bit length below 126", vec![0x82, 0xFE, 0x00, 0x05, 1, 2, 3, 4, 0, 0, 0, 0, 0], 1002),
+        ("64-bit length below 65536", vec![0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4], 1002),
+        ("64-bit length with the high bit", vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4], 1002),
+        ("fragmented ping", fragmented_ping, 1002),
+        ("ping over 125 bytes", long_ping, 1002),
+        ("continuation without a start", masked(0x80, b"x"), 1002),
+        ("new message inside a fragmented one", interleaved, 1002),
+        ("close with one byte", masked(0x88, b"\x03"), 1002),
+        ("close code 1005", masked(0x88, b"\x03\xed"), 1002),
+        ("close reason not UTF-8", masked(0x88, b"\x03\xe8\xc3"), 1007),
+        ("text not UTF-8", masked(0x81, b"* \xed\xa0\x80"), 1007),
+        ("message over --max-message", oversize, 1009),
+    ];
+    for (name, frame, code) in &frames {
+        for bytewise in [false, true] {
+            let mut raw = relay.raw("/ws-relay/malformed");
+            assert_eq!(raw.next(), Received::Text("1 self".into()));
+            if bytewise {
+                raw.stream.set_nodelay(true).unwrap();
+                for b in frame {
+                    if raw.stream.write_all(std::slice::from_ref(b)).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                raw.write(frame);
+            }
+            match raw.next() {
+                Received::Close(Some((got, _))) => assert_eq!(got, *code, "{name} bytewise={bytewise}"),
+                other => panic!("{name} bytewise={bytewise}: {other:?}"),
+            }
+            assert!(raw.closed_by_server(), "{name}: the connection is dropped");
+        }
+    }
+}
