@@ -373,6 +373,10 @@ fn handshake_answers_and_leftover_bytes() {
         assert!(raw.contains(needle), "{status}: {raw}");
         assert!(s.closed.contains_key(&c), "{status} is followed by closing the connection");
     }
+    let refused: Vec<(u16, u64)> = s.relay.stats().refused.iter().map(|(k, v)| (*k, *v)).collect();
+    assert_eq!(refused, [(400, 1), (405, 1), (426, 2), (431, 1)], "every refusal is counted by status");
+    assert_eq!(s.relay.stats().closes.handshake_refused, 5);
+    assert_eq!(s.relay.stats().closes.http_served, 1);
 }
 
 #[test]

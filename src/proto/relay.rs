@@ -69,7 +69,7 @@ impl Relay {
         &self.config
     }
 
-    /// Running totals.
+    /// Running totals: messages, deliveries, closes by reason, refusals by status.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -416,6 +416,7 @@ impl Relay {
 
     /// Answers a refused request with its status and closes the connection.
     fn refuse(&mut self, conn: ConnId, e: HandshakeError) {
+        *self.stats.refused.entry(e.http_status()).or_default() += 1;
         let start = self.outbox.bytes().len();
         handshake::error_response(e, self.outbox.bytes());
         self.outbox.send(conn, start);

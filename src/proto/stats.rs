@@ -1,5 +1,7 @@
 //! Counters the core keeps as it goes, for logs and metrics.
 
+use std::collections::BTreeMap;
+
 use super::action::CloseReason;
 
 /// Running totals since the core started.
@@ -19,6 +21,8 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Connections ended, by reason.
     pub closes: CloseCounts,
+    /// Refused HTTP requests, by the status they were answered with.
+    pub refused: BTreeMap<u16, u64>,
 }
 
 /// Connections ended, one counter per kind of [`CloseReason`].

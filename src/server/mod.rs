@@ -136,7 +136,7 @@ impl Server {
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
                             if self.drain_deadline.is_some() {
-                                info!("second signal: exiting without waiting for clients");
+                                info!("second signal: exiting now; totals: {:?}", self.relay.stats());
                                 return Ok(());
                             }
                             self.begin_shutdown(now);
@@ -163,7 +163,7 @@ impl Server {
             self.flush(now);
             if let Some(deadline) = self.drain_deadline {
                 if self.clients.is_empty() || now >= deadline {
-                    info!("shut down with {} connections left", self.clients.len());
+                    info!("shut down with {} connections left; totals: {:?}", self.clients.len(), self.relay.stats());
                     return Ok(());
                 }
             }
