@@ -140,9 +140,13 @@ impl Relay {
 
     /// `conn`'s transport ended: EOF, reset, or an error reading or writing it.
     pub fn handle_close(&mut self, conn: ConnId, _now: Instant) {
-        if self.get_mut(conn).is_some() {
-            self.finish(conn, CloseReason::TransportClosed);
-        }
+        let Some(c) = self.get_mut(conn) else { return };
+        // A client dropping the line after the relay's close frame ends for the relay's reason.
+        let reason = match c.phase {
+            Phase::Closing { reason, .. } => reason,
+            _ => CloseReason::TransportClosed,
+        };
+        self.finish(conn, reason);
     }
 
     /// `conn` is not reading: the driver's output buffer for it passed its

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use fleet::soak::SoakPlan;
 use fleet::{Fleet, Plan};
 use report::{cpu_seconds, rss_kib, Step};
 
@@ -65,6 +66,12 @@ struct Args {
     /// Churn: connect/self/close cycles run at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Soak: misbehaving clients mixed into the rooms.
+    #[arg(long, default_value_t = 20)]
+    misbehaving: usize,
+    /// Soak: the relay's RSS may grow at most this many MiB over its starting size.
+    #[arg(long, default_value_t = 256)]
+    max_rss_growth_mib: u64,
     /// The relay's process id, to report its CPU time and memory.
     #[arg(long)]
     relay_pid: Option<u32>,
@@ -83,6 +90,11 @@ enum Mode {
     Idle,
     /// Connect, wait for `self`, close, as fast as possible.
     Churn,
+    /// `--rooms` × `--clients` well-behaved clients plus `--misbehaving` bad ones
+    /// (silent, flooding, garbage, resetting mid-frame, trickling the
+    /// handshake) for `--duration`; fails if a well-behaved client missed a
+    /// report or the relay's memory or descriptors did not come back.
+    Soak,
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
@@ -176,6 +188,36 @@ fn run(args: &Args) -> Result<(), String> {
                     opt(relay),
                     opt(tool)
                 );
+            }
+        }
+        Mode::Soak => {
+            let plan = SoakPlan {
+                rooms: args.rooms,
+                per_room: args.clients,
+                misbehaving: args.misbehaving,
+                rate: args.rate,
+                duration: args.duration,
+                relay_pid: args.relay_pid,
+            };
+            let r = fleet.soak(&plan)?;
+            let growth = r.rss.1.saturating_sub(r.rss.0);
+            println!(
+                "soak: {} well-behaved clients received {} reports, {} missing, {} out of order, {} closed by the relay; \
+                 misbehaving clients cut off and reconnected {} times; relay RSS {} -> max {} -> {} KiB; descriptors {} -> max {} -> {}",
+                r.good, r.received, r.missing, r.disorder, r.good_closed, r.respawns, r.rss.0, r.rss.1, r.rss.2, r.fds.0, r.fds.1, r.fds.2
+            );
+            let mut failures = Vec::new();
+            if r.missing + r.disorder > 0 || r.good_closed > 0 || r.received == 0 {
+                failures.push("a well-behaved client lost reports or its connection".to_owned());
+            }
+            if args.relay_pid.is_some() && growth > args.max_rss_growth_mib * 1024 {
+                failures.push(format!("relay RSS grew {growth} KiB, over {} MiB", args.max_rss_growth_mib));
+            }
+            if args.relay_pid.is_some() && r.fds.2 > r.fds.0 {
+                failures.push(format!("relay descriptors did not come back: {} -> {}", r.fds.0, r.fds.2));
+            }
+            if !failures.is_empty() {
+                return Err(failures.join("; "));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The clients and the loop that drives them: connect, upgrade, send on an
 //! even open-loop schedule, read and time what comes back.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use ws_relay::proto::client::{masked_frame, upgrade_request};
 use ws_relay::proto::frame::{FrameHeader, OpCode};
 
 use crate::report::Step;
+
+pub mod soak;
 
 /// Handshakes in flight at once while connecting, so the relay's accept
 /// backlog never overflows into SYN retries.
@@ -33,6 +36,23 @@ pub struct Plan {
     pub duration: Duration,
 }
 
+/// What a client does besides reading: soak runs mix in the misbehaving kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Sends on schedule, reads everything, checks order.
+    Good,
+    /// Joins and never reads again.
+    Silent,
+    /// Sends as fast as it can.
+    Flooder,
+    /// Sends bytes that are no WebSocket frame.
+    Garbage,
+    /// Sends half a frame and drops the connection.
+    Resetter,
+    /// Sends its upgrade request a byte at a time, slowly.
+    Trickler,
+}
+
 #[derive(PartialEq, Eq)]
 enum State {
     Upgrading,
@@ -50,6 +70,18 @@ struct Client {
     /// Churn: close as soon as `self` arrives.
     churner: bool,
     mask: u32,
+    /// Room number, and the id the relay gave.
+    room: usize,
+    id: u64,
+    /// Reports sent on this connection: the next one's sequence number.
+    sent: u64,
+    /// Soak: the next sequence number expected from each source id.
+    expect: BTreeMap<u64, u64>,
+    /// Soak: reports that arrived out of order or after a gap.
+    disorder: u64,
+    behaviour: Behaviour,
+    /// Soak: when a misbehaving client next acts.
+    next_act: Option<Instant>,
 }
 
 /// What the loop counts while a plan runs.
@@ -96,7 +128,11 @@ impl Fleet {
         self.clients.iter().filter(|(_, c)| c.state == State::Open).count()
     }
 
-    fn connect(&mut self, room: usize, churner: bool) -> Result<(), String> {
+    fn connect(&mut self, room: usize, churner: bool) -> Result<usize, String> {
+        self.connect_as(room, churner, Behaviour::Good, true)
+    }
+
+    fn connect_as(&mut self, room: usize, churner: bool, behaviour: Behaviour, upgrade: bool) -> Result<usize, String> {
         let stream = std::net::TcpStream::connect(self.addr).map_err(|e| format!("connect {}: {e}", self.addr))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -107,7 +143,8 @@ impl Fleet {
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| e.to_string())?;
-        let out = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        let request = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        let out = if upgrade { request } else { Vec::new() };
         entry.insert(Client {
             stream,
             state: State::Upgrading,
@@ -117,9 +154,16 @@ impl Fleet {
             peers: 0,
             churner,
             mask: key as u32,
+            room,
+            id: 0,
+            sent: 0,
+            expect: BTreeMap::new(),
+            disorder: 0,
+            behaviour,
+            next_act: None,
         });
         self.dirty.push(key);
-        Ok(())
+        Ok(key)
     }
 
     /// Connects `rooms` × `per_room` clients and waits until every one has
@@ -192,7 +236,7 @@ impl Fleet {
             while next <= now && next < window_end {
                 let key = senders[(k % senders.len() as u64) as usize];
                 let at = self.micros(next);
-                self.send_report(key, k, at, plan.size);
+                self.send_report(key, at, plan.size);
                 if next >= window_start {
                     sent_in_window += 1;
                 }
@@ -245,11 +289,13 @@ impl Fleet {
         t.duration_since(self.epoch).as_micros() as u64
     }
 
-    fn send_report(&mut self, key: usize, seq: u64, at_us: u64, size: usize) {
+    fn send_report(&mut self, key: usize, at_us: u64, size: usize) {
         let Some(c) = self.clients.get_mut(key) else { return };
         if c.state != State::Open {
             return;
         }
+        let seq = c.sent;
+        c.sent += 1;
         let mut msg = format!("* report {seq} {at_us} ").into_bytes();
         msg.resize(size.max(msg.len() + 1), b'x');
         c.mask = c.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -279,6 +325,9 @@ impl Fleet {
     fn read(&mut self, key: usize, window: Option<(u64, u64)>) {
         loop {
             let Some(c) = self.clients.get_mut(key) else { return };
+            if c.behaviour == Behaviour::Silent {
+                return;
+            }
             match c.stream.read(&mut self.buf) {
                 Ok(0) => return self.close(key),
                 Ok(n) => {
@@ -306,7 +355,9 @@ impl Fleet {
         if c.state == State::Upgrading {
             let Some(end) = c.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return true };
             if !c.inbuf.starts_with(b"HTTP/1.1 101") {
-                eprintln!("upgrade refused: {}", String::from_utf8_lossy(&c.inbuf[..end]));
+                if c.behaviour == Behaviour::Good {
+                    eprintln!("upgrade refused: {}", String::from_utf8_lossy(&c.inbuf[..end]));
+                }
                 return false;
             }
             at = end + 4;
@@ -321,16 +372,28 @@ impl Fleet {
             let payload = &c.inbuf[at + len..at + len + size];
             match header.opcode {
                 OpCode::Text | OpCode::Binary => {
-                    let rest = payload.iter().position(|&b| b == b' ').map_or(&b""[..], |i| &payload[i + 1..]);
+                    let space = payload.iter().position(|&b| b == b' ');
+                    let rest = space.map_or(&b""[..], |i| &payload[i + 1..]);
+                    let source: u64 = space
+                        .and_then(|i| std::str::from_utf8(&payload[..i]).ok())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     match rest {
                         b"self" if c.churner => {
                             self.tally.churned += 1;
                             alive = false;
                         }
-                        b"self" => {}
+                        b"self" => c.id = source,
                         b"join" => c.peers += 1,
                         b"quit" => c.peers = c.peers.saturating_sub(1),
                         _ => {
+                            if let Some(seq) = report_seq(rest) {
+                                let next = c.expect.entry(source).or_insert(0);
+                                if seq != *next {
+                                    c.disorder += 1;
+                                }
+                                *next = seq + 1;
+                            }
                             self.tally.delivered_total += 1;
                             if let (Some(sent), Some((from, to))) = (report_time(rest), window) {
                                 if (from..to).contains(&sent) {
@@ -391,6 +454,13 @@ impl Fleet {
             }
         }
     }
+}
+
+/// The sequence number in a `report <seq> <micros> ...` message.
+fn report_seq(rest: &[u8]) -> Option<u64> {
+    let mut parts = rest.split(|&b| b == b' ');
+    (parts.next()? == b"report").then_some(())?;
+    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
 }
 
 /// The scheduled send time in a `report <seq> <micros> ...` message.
