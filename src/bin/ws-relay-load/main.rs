@@ -19,7 +19,7 @@ use report::{cpu_seconds, rss_kib, Step};
 /// sending `* report <seq> <time> <padding>` at H Hz on an even open-loop
 /// schedule; reports deliveries/s, loss and latency percentiles.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The relay's address.
     #[arg(long, default_value = "127.0.0.1:7927")]
