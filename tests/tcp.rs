@@ -591,3 +591,85 @@ fn malformed_input_is_refused_whole_and_byte_by_byte() {
         }
     }
 }
+
+/// Sends `request` on a fresh socket and returns the whole answer; the relay
+/// must close the connection after it.
+fn http(relay: &Relay, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(relay.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the relay closes after answering");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn upgrade_limits_over_tcp() {
+    let relay = Relay::start(&[
+        "--allow-origin",
+        "https://game.example",
+        "--max-room-clients",
+        "1",
+        "--max-clients",
+        "2",
+        "--max-target",
+        "64",
+    ]);
+    let with = |extra: &str| {
+        String::from_utf8(upgrade_request("/ws-relay/limits", "x"))
+            .unwrap()
+            .replace("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"))
+    };
+    let answer = http(&relay, with("Origin: https://evil.example").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    let answer = http(&relay, with("Content-Length: 5").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 "), "a body is refused: {answer}");
+    let long = String::from_utf8(upgrade_request(&format!("/{}", "r".repeat(100)), "x")).unwrap();
+    assert!(http(&relay, long.as_bytes()).starts_with("HTTP/1.1 414 "));
+
+    let mut first = relay.ws("/ws-relay/limits");
+    text(&mut first);
+    let answer = http(&relay, with("Origin: https://game.example").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 503 ") && answer.contains("room full"), "{answer}");
+    let mut other = relay.ws("/ws-relay/other");
+    text(&mut other);
+    let answer = http(&relay, &upgrade_request("/ws-relay/third", "x"));
+    assert!(answer.starts_with("HTTP/1.1 503 ") && answer.contains("server full"), "{answer}");
+}
+
+#[test]
+fn a_refused_request_ends_the_connection_and_a_pipelined_one_is_never_read() {
+    let relay = Relay::start(&[]);
+    let mut watcher = relay.ws(ROOM);
+    text(&mut watcher);
+    let mut two = b"POST /ws-relay/x HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    two.extend(upgrade_request(ROOM, "x"));
+    let answer = http(&relay, &two);
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "one answer, then the connection closed: {answer}");
+    assert!(answer.contains("Connection: close"));
+    assert!(silent(&mut watcher), "the pipelined upgrade never joined the room");
+}
+
+#[test]
+fn spoofed_notices_and_resets_mid_frame() {
+    let relay = Relay::start(&[]);
+    let mut watcher = relay.ws(ROOM);
+    text(&mut watcher);
+    let mut spoofer = relay.ws(ROOM);
+    texts(&mut spoofer, 2);
+    assert_eq!(text(&mut watcher), "2 join");
+    send(&mut spoofer, "* quit");
+    assert_eq!(close_of(&mut spoofer).0, 1008);
+    assert_eq!(text(&mut watcher), "2 quit", "the real quit, from the relay; never a forged one");
+
+    let mut cut = relay.raw(ROOM);
+    assert_eq!(text(&mut watcher), "3 join");
+    let mut frame = Vec::new();
+    masked_frame(&mut frame, true, OpCode::Text, b"* this frame never ends", [1, 2, 3, 4]);
+    cut.write(&frame[..frame.len() / 2]);
+    drop(cut);
+    assert_eq!(text(&mut watcher), "3 quit");
+    send(&mut watcher, "1 still fine");
+    assert_eq!(text(&mut watcher), "1 still fine");
+}
