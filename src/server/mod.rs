@@ -120,7 +120,8 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            // Measured from the last turn's clock read: a wait ends late by at most that turn's work.
+            let timeout = self.poll_timeout(self.now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
