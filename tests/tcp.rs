@@ -673,3 +673,22 @@ fn spoofed_notices_and_resets_mid_frame() {
     send(&mut watcher, "1 still fine");
     assert_eq!(text(&mut watcher), "1 still fine");
 }
+
+#[test]
+fn close_handshakes_end_even_when_the_client_does_not_cooperate() {
+    let relay = Relay::start(&["--close-timeout", "300ms"]);
+    // The relay closes a client for a bad message; the client never answers its close frame.
+    let mut mute = relay.raw(ROOM);
+    assert_eq!(mute.next(), Received::Text("1 self".into()));
+    mute.send(OpCode::Text, b"nobody here");
+    assert!(matches!(mute.next(), Received::Close(Some((1008, _)))));
+    let started = Instant::now();
+    assert!(mute.closed_by_server(), "dropped after the close timeout");
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the close timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A client that sends close and never reads is answered and dropped at once.
+    let mut quitter = relay.raw(ROOM);
+    assert_eq!(quitter.next(), Received::Text("1 self".into()));
+    quitter.send(OpCode::Close, &1000u16.to_be_bytes());
+    assert!(quitter.closed_by_server());
+}
