@@ -125,6 +125,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    // One largest message, with its frame header and the relay's `<id> ` prefix, must fit.
+    let needed = args.max_message + 64;
+    if args.max_pending < needed {
+        error!("--max-pending ({}) must be at least --max-message + 64 ({needed})", args.max_pending);
+        return ExitCode::from(2);
+    }
     let relay = Config {
         mode: if args.echo { Mode::Echo } else { Mode::Relay },
         handshake: HandshakeLimits {
