@@ -414,7 +414,7 @@ fn frames_in_the_same_write_as_the_request_are_read() {
 fn a_client_that_stops_reading_is_dropped_and_nobody_else_waits() {
     // Flood control would stop the sender first; this test is about the reader.
     let relay =
-        Relay::start(&["--max-pending", "65536", "--flood-bytes", "1000000000", "--flood-byte-burst", "1000000000"]);
+        Relay::start(&["--max-pending", "131072", "--flood-bytes", "1000000000", "--flood-byte-burst", "1000000000"]);
     let mut sender = relay.ws(ROOM);
     let mut reader = relay.ws(ROOM);
     let stuck = relay.raw(ROOM);
@@ -691,4 +691,14 @@ fn close_handshakes_end_even_when_the_client_does_not_cooperate() {
     assert_eq!(quitter.next(), Received::Text("1 self".into()));
     quitter.send(OpCode::Close, &1000u16.to_be_bytes());
     assert!(quitter.closed_by_server());
+}
+
+#[test]
+fn an_output_bound_smaller_than_a_message_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ws-relay"))
+        .args(["--listen", "127.0.0.1:0", "--max-message", "100000", "--max-pending", "65536"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-pending (65536) must be at least --max-message + 64"));
 }
