@@ -44,9 +44,16 @@ fn seed_table_through_the_tokio_driver() {
     c1.send(Message::text("* hello")).unwrap();
     assert_eq!(text(&mut c2), "1 hello");
     assert_eq!(text(&mut c3), "1 hello");
+    // A close handshake: the core's answering close frame is written before the
+    // writer shuts the socket down.
     c3.close(None).unwrap();
+    assert!(matches!(c3.read(), Ok(Message::Close(_))));
+    assert!(matches!(c3.read(), Err(tungstenite::Error::ConnectionClosed)));
     assert_eq!(text(&mut c1), "3 quit");
     assert_eq!(text(&mut c2), "3 quit");
+    // No close handshake: the reader's EOF is the core's `handle_close`.
     drop(c2);
     assert_eq!(text(&mut c1), "2 quit");
+    c1.close(None).unwrap();
+    assert!(matches!(c1.read(), Ok(Message::Close(_))));
 }
