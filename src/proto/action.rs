@@ -45,7 +45,8 @@ pub enum Action<'a> {
         bytes: &'a [u8],
     },
     /// Write what was sent to `conn` before, then close its transport. The
-    /// core has already forgotten `conn`.
+    /// core has already forgotten `conn`. With [`CloseReason::SlowConsumer`]
+    /// the client is not reading: do not wait for its backlog to drain.
     Close {
         /// The connection.
         conn: ConnId,
