@@ -242,11 +242,6 @@ impl FrameDecoder {
             }
         }
     }
-
-    /// True between frames, with no partial header held.
-    pub fn is_idle(&self) -> bool {
-        self.body.is_none() && self.head_len == 0
-    }
 }
 
 #[cfg(test)]

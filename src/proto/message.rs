@@ -166,11 +166,6 @@ impl MessageDecoder {
             }
         })
     }
-
-    /// True when no message or frame is partly received.
-    pub fn is_idle(&self) -> bool {
-        self.frames.is_idle() && self.data_opcode.is_none()
-    }
 }
 
 /// Parses and validates a close frame's payload (RFC 6455 §5.5.1, §7.4).

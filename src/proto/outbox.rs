@@ -95,9 +95,4 @@ impl Outbox {
             Queued::Close { conn, reason } => Action::Close { conn, reason },
         })
     }
-
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
 }
