@@ -264,7 +264,15 @@ pub enum Op {
     },
     /// The relay shuts down.
     Shutdown,
+    /// A client stops reading, or starts again.
+    Stall {
+        /// Which client.
+        client: u8,
+    },
 }
+
+/// The output bound the harness keeps per client, as the mio driver's `--max-pending` does.
+const MAX_PENDING: usize = 512;
 
 /// The sender, the clients that must hear it, and what they must hear.
 type Expected = (usize, Vec<usize>, Option<Received>);
@@ -281,6 +289,12 @@ struct SimClient {
     /// Sent bytes the relay may not read as the harness meant, so its messages can't be predicted.
     tainted: bool,
     received: Vec<Received>,
+    /// Not reading: what the relay sends piles up, as in a driver's output buffer.
+    stalled: bool,
+    /// Bytes waiting for this client while it is stalled.
+    pending: usize,
+    /// Passed the output bound: the driver dropped the rest and told the core.
+    cut: bool,
 }
 
 /// A whole relay session driven by fuzzer-chosen operations, checking on
@@ -288,7 +302,8 @@ struct SimClient {
 /// server frames; each client's first message is `self`; the `join` and
 /// `quit` notices it hears track the room's real membership; a message reaches
 /// exactly the clients it names, with the sender's id; nothing is sent to a
-/// connection after its `Close`.
+/// connection after its `Close`; a client that stops reading is cut off once
+/// its queued bytes pass the bound, and the others hear it quit.
 pub fn session(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else { return };
@@ -381,6 +396,14 @@ impl Sim {
                 self.relay.handle_timeout(self.now);
             }
             Op::Shutdown => self.relay.shutdown(self.now),
+            Op::Stall { client } => {
+                let Some(i) = self.pick(client) else { return };
+                let c = &mut self.clients[i];
+                c.stalled = !c.stalled;
+                if !c.stalled {
+                    c.pending = 0;
+                }
+            }
         }
         let before: Vec<usize> = self.clients.iter().map(|c| c.received.len()).collect();
         self.drain();
@@ -408,6 +431,9 @@ impl Sim {
             ended: false,
             tainted: !valid,
             received: Vec::new(),
+            stalled: false,
+            pending: 0,
+            cut: false,
         });
         self.relay.handle_read(conn, request, self.now);
     }
@@ -436,25 +462,48 @@ impl Sim {
         Some((i, recipients, Some(message)))
     }
 
+    /// Drains the core's actions into the clients, as a driver would: a stalled
+    /// client's bytes pile up until they pass `MAX_PENDING`; then the rest is
+    /// dropped and the core is told, and what that makes it do is drained too.
     fn drain(&mut self) {
         let index: BTreeMap<ConnId, usize> = self.clients.iter().enumerate().map(|(i, c)| (c.conn, i)).collect();
-        while let Some(action) = self.relay.poll_action() {
-            let (targets, bytes): (Vec<ConnId>, &[u8]) = match action {
-                Action::Send { to, bytes } => (vec![to], bytes),
-                Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
-                Action::Close { conn, .. } => {
+        loop {
+            let mut overflowed = Vec::new();
+            while let Some(action) = self.relay.poll_action() {
+                let (targets, bytes): (Vec<ConnId>, &[u8]) = match action {
+                    Action::Send { to, bytes } => (vec![to], bytes),
+                    Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
+                    Action::Close { conn, .. } => {
+                        let c = &mut self.clients[index[&conn]];
+                        assert!(!c.ended, "{conn} closed twice");
+                        c.ended = true;
+                        continue;
+                    }
+                };
+                for conn in targets {
                     let c = &mut self.clients[index[&conn]];
-                    assert!(!c.ended, "{conn} closed twice");
-                    c.ended = true;
-                    continue;
+                    assert!(!c.ended, "bytes sent to {conn} after its Close");
+                    if c.cut {
+                        continue;
+                    }
+                    if c.stalled && c.pending + bytes.len() > MAX_PENDING {
+                        c.cut = true;
+                        overflowed.push(conn);
+                        continue;
+                    }
+                    if c.stalled {
+                        c.pending += bytes.len();
+                    }
+                    if let Err(e) = c.parser.feed(bytes, &mut c.received) {
+                        panic!("{conn} got bytes no server may send: {e:?}");
+                    }
                 }
-            };
-            for conn in targets {
-                let c = &mut self.clients[index[&conn]];
-                assert!(!c.ended, "bytes sent to {conn} after its Close");
-                if let Err(e) = c.parser.feed(bytes, &mut c.received) {
-                    panic!("{conn} got bytes no server may send: {e:?}");
-                }
+            }
+            if overflowed.is_empty() {
+                return;
+            }
+            for conn in overflowed {
+                self.relay.handle_slow_consumer(conn, self.now);
             }
         }
     }
@@ -463,6 +512,12 @@ impl Sim {
         let open = self.clients.iter().filter(|c| !c.ended).count();
         assert_eq!(self.relay.connections(), open, "the core and the clients disagree on who is connected");
         for (i, c) in self.clients.iter_mut().enumerate() {
+            assert!(c.pending <= MAX_PENDING, "client {i}: {} bytes queued, over the bound", c.pending);
+            if c.cut {
+                // It lost bytes on purpose, and the core has let it go.
+                assert!(c.ended, "client {i} passed the output bound but is still connected");
+                continue;
+            }
             let start = before.get(i).copied().unwrap_or(0);
             let mut data = Vec::new();
             for r in &c.received[start..] {
