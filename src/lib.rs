@@ -26,7 +26,9 @@ pub mod proto;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use proto::{Action, CloseReason, Config, ConnId, HandshakeError, Mode, ProtocolError, Relay, RelayError};
+pub use proto::{
+    Action, CloseReason, Config, ConnId, HandshakeError, Listener, Mode, ProtocolError, Relay, RelayError,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -25,6 +25,14 @@ struct Args {
     #[arg(long, env = "WS_RELAY_LISTEN", default_value = "127.0.0.1:7927")]
     listen: SocketAddr,
 
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9107) instead of the public port.
+    #[arg(long, env = "WS_RELAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Do not serve the demo game (/) and ws-relay.js on the public port.
+    #[arg(long, env = "WS_RELAY_NO_PAGES")]
+    no_pages: bool,
+
     /// Serve an RFC 6455 echo service on every path instead of the relay (for conformance suites).
     #[arg(long, env = "WS_RELAY_ECHO")]
     echo: bool,
@@ -140,6 +148,8 @@ fn main() -> ExitCode {
         },
         message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
         allowed_origins: (!args.allow_origin.is_empty()).then_some(args.allow_origin),
+        serve_pages: !args.no_pages,
+        serve_metrics: args.metrics_listen.is_none(),
         flood: (args.flood_messages > 0).then_some(FloodLimits {
             messages_per_second: args.flood_messages,
             message_burst: args.flood_burst,
@@ -156,22 +166,42 @@ fn main() -> ExitCode {
         ping_timeout: args.ping_timeout,
         close_timeout: args.close_timeout,
     };
-    let config =
-        ServerConfig { listen: args.listen, relay, drain_timeout: args.drain_timeout, max_pending: args.max_pending };
+    let config = ServerConfig {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        relay,
+        drain_timeout: args.drain_timeout,
+        max_pending: args.max_pending,
+    };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => {
-            error!("cannot listen on {}: {e}", config.listen);
+            error!("cannot listen on {} (metrics: {:?}): {e}", config.listen, config.metrics_listen);
             return ExitCode::FAILURE;
         }
     };
     let addr = server.local_addr().unwrap_or(config.listen);
+    let r = &config.relay;
     info!(
-        "listening on {addr} ({:?} mode, max message {} B, handshake timeout {:?}, ping every {:?})",
-        config.relay.mode, config.relay.message.max_message, config.relay.handshake_timeout, config.relay.ping_interval
+        "listening on {addr}: {:?} mode, max clients {}, max per room {}, max rooms {}, max message {} B, \
+         max pending {} B, flood {}, origins {}, handshake timeout {:?}, ping every {:?}",
+        r.mode,
+        r.capacity.max_clients,
+        r.capacity.max_room_clients,
+        r.capacity.max_rooms,
+        r.message.max_message,
+        config.max_pending,
+        r.flood.map_or("off".into(), |f| format!("{} msg/s burst {}", f.messages_per_second, f.message_burst)),
+        r.allowed_origins.as_ref().map_or("any".into(), |o| o.join(",")),
+        r.handshake_timeout,
+        r.ping_interval,
     );
-    // Scripts and tests that bind port 0 read the real address from this line.
+    // Scripts and tests that bind port 0 read the real addresses from these lines.
     println!("listening on {addr}");
+    if let Some(metrics) = server.metrics_addr() {
+        info!("metrics on http://{metrics}/metrics");
+        println!("metrics on {metrics}");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

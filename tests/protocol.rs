@@ -574,3 +574,116 @@ fn flood_control_closes_a_flooding_client_with_1008() {
     let [Close(Some((1008, reason)))] = &got[..] else { panic!("{got:?}") };
     assert_eq!(reason, "rate limit exceeded");
 }
+
+/// Sends a plain `GET path` on `listener` and returns the whole response as
+/// text, checking the core closed the connection after it.
+fn get(s: &mut Sim, listener: ws_relay::Listener, path: &str) -> String {
+    let c = s.relay.handle_connect_on(listener, s.now);
+    s.parsers.insert(c, ServerParser::default());
+    s.inbox.insert(c, Vec::new());
+    s.raw.insert(c, Vec::new());
+    s.relay.handle_read(c, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), s.now);
+    // The parser stops at a non-101 head; the response is read from the raw bytes.
+    while let Some(action) = s.relay.poll_action() {
+        match action {
+            Action::Send { to, bytes } => s.raw.get_mut(&to).unwrap().extend_from_slice(bytes),
+            Action::Close { conn, reason } => {
+                s.closed.insert(conn, reason);
+            }
+            Action::Broadcast { .. } => panic!("a plain GET broadcast something"),
+        }
+    }
+    assert!(s.closed.contains_key(&c), "GET {path}: the connection stays open");
+    String::from_utf8(s.raw[&c].clone()).unwrap()
+}
+
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").expect("a complete head").1
+}
+
+#[test]
+fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
+    use ws_relay::Listener::{Metrics, Public};
+    let mut s = Sim::relay();
+    let files = [
+        ("/", "web/index.html", "text/html; charset=utf-8"),
+        ("/index.html?game=2", "web/index.html", "text/html; charset=utf-8"),
+        ("/ws-relay.js", "web/ws-relay.js", "text/javascript; charset=utf-8"),
+        ("/ws-relay.d.ts", "web/ws-relay.d.ts", "application/typescript; charset=utf-8"),
+    ];
+    for (path, file, content_type) in files {
+        let want = std::fs::read_to_string(file).unwrap();
+        let got = get(&mut s, Public, path);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {got}");
+        assert!(got.contains(&format!("\r\nContent-Type: {content_type}\r\n")), "{path}");
+        assert!(got.contains(&format!("\r\nContent-Length: {}\r\n", want.len())), "{path}");
+        assert_eq!(body(&got), want, "{path}");
+        // The operator's port serves nothing a browser would load.
+        assert!(get(&mut s, Metrics, path).starts_with("HTTP/1.1 404 "), "{path} on the metrics port");
+    }
+    let mut quiet = Sim::new(Config { serve_pages: false, ..Config::default() });
+    assert!(get(&mut quiet, Public, "/ws-relay.js").starts_with("HTTP/1.1 404 "));
+    assert!(get(&mut quiet, Public, "/healthz").starts_with("HTTP/1.1 200 "));
+}
+
+#[test]
+fn metrics_count_a_known_exchange() {
+    use ws_relay::Listener::{Metrics, Public};
+    let mut s = Sim::relay();
+    let c1 = s.join(ROOM);
+    let c2 = s.join(ROOM);
+    let c3 = s.join(ROOM);
+    s.send(c1, "2 hello");
+    s.send(c1, "* hello");
+    s.send(c1, "7 nobody");
+    s.send(c3, "* self");
+    assert_eq!(close_code(&s.take(c3)), Some(1008));
+    s.feed(c3, &close_frame(1000));
+    s.drop_transport(c2);
+    s.connect_raw(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let wire: usize = s.raw.values().map(Vec::len).sum();
+    let exposition = get(&mut s, Metrics, "/metrics");
+    assert!(exposition.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+    let values: BTreeMap<&str, &str> = body(&exposition)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit_once(' ').expect("name value"))
+        .collect();
+    let expect = [
+        ("ws_relay_clients", "1"),
+        ("ws_relay_rooms", "1"),
+        // The scrape's own connection is open while the page is made.
+        ("ws_relay_open_connections", "2"),
+        ("ws_relay_connections_accepted_total", "5"),
+        ("ws_relay_upgrades_total", "3"),
+        ("ws_relay_messages_received_total", "4"),
+        // Joins: 1 + 3 + 5; messages: 1 + 2; quits: 2 (c3 to c1 and c2) + 1 (c2 to c1).
+        ("ws_relay_messages_delivered_total", "15"),
+        ("ws_relay_messages_dropped_total{reason=\"no_such_id\"}", "1"),
+        ("ws_relay_closes_total{reason=\"relay_error\"}", "1"),
+        ("ws_relay_closes_total{reason=\"transport_closed\"}", "1"),
+        ("ws_relay_closes_total{reason=\"handshake_refused\"}", "1"),
+        ("ws_relay_closes_total{reason=\"client_close\"}", "0"),
+        ("ws_relay_handshakes_rejected_total{status=\"405\"}", "1"),
+        ("ws_relay_handshakes_rejected_total{status=\"503\"}", "0"),
+        ("ws_relay_loop_turn_seconds_count", "0"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(values.get(name), Some(&value), "{name}");
+    }
+    let sent: u64 = values["ws_relay_sent_bytes_total"].parse().unwrap();
+    assert_eq!(sent, wire as u64, "every byte queued is counted once per recipient");
+    let received: u64 = values["ws_relay_received_bytes_total"].parse().unwrap();
+    assert!(received > 3 * 100, "the three upgrade requests at least: {received}");
+    // The public port serves /metrics only when no separate port is configured.
+    assert!(get(&mut s, Public, "/metrics").starts_with("HTTP/1.1 200 "));
+    let mut split = Sim::new(Config { serve_metrics: false, ..Config::default() });
+    assert!(get(&mut split, Public, "/metrics").starts_with("HTTP/1.1 404 "));
+    assert!(get(&mut split, Metrics, "/metrics").starts_with("HTTP/1.1 200 "));
+    // Upgrades are for the public port only.
+    let c = split.relay.handle_connect_on(Metrics, split.now);
+    split.raw.insert(c, Vec::new());
+    split.relay.handle_read(c, &upgrade_request(ROOM, "test"), split.now);
+    let Some(Action::Send { bytes, .. }) = split.relay.poll_action() else { panic!("no answer") };
+    assert!(bytes.starts_with(b"HTTP/1.1 404 "));
+}

@@ -14,6 +14,8 @@ use ws_relay::proto::frame::OpCode;
 struct Relay {
     child: Child,
     addr: SocketAddr,
+    /// The separate metrics address, with `--metrics-listen`.
+    metrics: Option<SocketAddr>,
 }
 
 impl Relay {
@@ -36,10 +38,16 @@ impl Relay {
             .stdout(Stdio::piped())
             .spawn()
             .expect("the relay starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("listening on ").expect("first line names the address").parse().unwrap();
-        Self { child, addr }
+        let metrics = flags.contains(&"--metrics-listen").then(|| {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            line.trim().strip_prefix("metrics on ").expect("second line names the metrics address").parse().unwrap()
+        });
+        Self { child, addr, metrics }
     }
 
     fn ws(&self, path: &str) -> WebSocket<TcpStream> {
@@ -443,6 +451,10 @@ fn a_client_that_stops_reading_is_dropped_and_nobody_else_waits() {
     assert_eq!(quits, 1, "the stuck client was disconnected and its peers told");
     assert_eq!(text(&mut sender), "3 quit");
     drop(stuck);
+    let scrape = http(&relay, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(sample(&scrape, "ws_relay_closes_total{reason=\"slow_consumer\"}"), 1.0);
+    // The message that passed the bound was the only one not queued for it.
+    assert_eq!(sample(&scrape, "ws_relay_messages_dropped_total{reason=\"slow_consumer\"}"), 1.0);
 }
 
 #[test]
@@ -595,7 +607,11 @@ fn malformed_input_is_refused_whole_and_byte_by_byte() {
 /// Sends `request` on a fresh socket and returns the whole answer; the relay
 /// must close the connection after it.
 fn http(relay: &Relay, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(relay.addr).unwrap();
+    http_to(relay.addr, request)
+}
+
+fn http_to(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
@@ -701,4 +717,44 @@ fn an_output_bound_smaller_than_a_message_is_refused_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-pending (65536) must be at least --max-message + 64"));
+}
+
+/// The value of the sample named exactly `name` (labels included) in a scrape.
+fn sample(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{exposition}"))
+}
+
+#[test]
+fn metrics_on_their_own_port_and_pages_on_the_public_one() {
+    let relay = Relay::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = relay.metrics.unwrap();
+    let page = http(&relay, b"GET /?game=7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.ends_with(&std::fs::read_to_string("web/index.html").unwrap()));
+    let js = http(&relay, b"GET /ws-relay.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(js.contains("\r\nContent-Type: text/javascript; charset=utf-8\r\n"), "{js}");
+    assert!(http(&relay, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404 "));
+
+    let (mut a, mut b) = (relay.ws("/ws-relay/m"), relay.ws("/ws-relay/m"));
+    texts(&mut a, 2);
+    texts(&mut b, 2);
+    send(&mut a, "* report {}");
+    assert_eq!(text(&mut b), "1 report {}");
+    let scrape = http_to(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
+    assert_eq!(sample(&scrape, "ws_relay_clients"), 2.0);
+    assert_eq!(sample(&scrape, "ws_relay_messages_received_total"), 1.0);
+    // self, then a's join to b, b's join to a and the peer list, then the report.
+    assert_eq!(sample(&scrape, "ws_relay_messages_delivered_total"), 5.0);
+    assert_eq!(sample(&scrape, "ws_relay_closes_total{reason=\"http_served\"}"), 2.0);
+    assert_eq!(sample(&scrape, "ws_relay_handshakes_rejected_total{status=\"404\"}"), 1.0);
+    let turns = sample(&scrape, "ws_relay_loop_turn_seconds_count");
+    assert!(turns >= 4.0, "every accept and read is a turn: {turns}");
+    assert_eq!(sample(&scrape, "ws_relay_loop_turn_seconds_bucket{le=\"+Inf\"}"), turns);
+    assert!(http_to(metrics, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 "));
+    let upgrade = http_to(metrics, &upgrade_request("/ws-relay/m", "test"));
+    assert!(upgrade.starts_with("HTTP/1.1 404 "), "no rooms on the metrics port: {upgrade}");
 }

@@ -15,6 +15,15 @@ pub enum Mode {
     Echo,
 }
 
+/// Which listening socket a connection came in on, which decides what it may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The public port: upgrades, `/healthz`, and the pages and `/metrics` if enabled.
+    Public,
+    /// The operator's port: `/metrics` and `/healthz` only.
+    Metrics,
+}
+
 /// Caps past which an upgrade is refused with 503.
 #[derive(Clone, Copy, Debug)]
 pub struct Capacity {
@@ -42,6 +51,10 @@ pub struct Config {
     /// When set, a browser upgrade (one with an `Origin` header) is refused
     /// with 403 unless its origin, e.g. `https://game.example`, is listed.
     pub allowed_origins: Option<Vec<String>>,
+    /// Serve the demo game at `/` and `ws-relay.js` on the public port.
+    pub serve_pages: bool,
+    /// Serve `/metrics` on the public port; off when a separate metrics port is used.
+    pub serve_metrics: bool,
     /// A connection that has not completed its upgrade by then is closed (408).
     pub handshake_timeout: Duration,
     /// A client silent this long is pinged.
@@ -59,6 +72,8 @@ impl Default for Config {
             handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
             message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
             allowed_origins: None,
+            serve_pages: true,
+            serve_metrics: true,
             flood: Some(FloodLimits {
                 messages_per_second: 1000,
                 message_burst: 2000,

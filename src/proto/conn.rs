@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::action::{CloseReason, ConnId};
+use super::config::Listener;
 use super::handshake::RequestReader;
 use super::message::MessageDecoder;
 use super::rate::RateLimiter;
@@ -43,6 +44,8 @@ pub enum Phase {
 pub struct Conn {
     /// Its handle.
     pub id: ConnId,
+    /// The socket it came in on.
+    pub listener: Listener,
     /// Its phase.
     pub phase: Phase,
     /// When bytes last arrived from it.

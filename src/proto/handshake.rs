@@ -2,6 +2,7 @@
 //! (RFC 6455 §4.2.1) and the responses the relay writes before framing starts.
 
 use super::error::HandshakeError;
+use super::pages::{self, Page};
 
 /// Limits on the request head, checked as bytes arrive.
 #[derive(Clone, Copy, Debug)]
@@ -26,8 +27,19 @@ pub enum Request {
         /// The `Origin` header, which browsers always send.
         origin: Option<Vec<u8>>,
     },
-    /// A plain `GET /healthz`.
+    /// A plain `GET` for something the relay serves over HTTP.
+    Get(Resource),
+}
+
+/// What a plain `GET` may fetch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// `/healthz`: 200 while the relay runs.
     Health,
+    /// `/metrics`: counters in the Prometheus text format.
+    Metrics,
+    /// A compiled-in file: the demo, `ws-relay.js`, its declarations.
+    Page(&'static Page),
 }
 
 /// Reads a request head fed in any chunking. Each byte is scanned once for
@@ -106,10 +118,13 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     }
     let upgrade = header("upgrade").any(|h| has_token(h.value, "websocket"));
     if !upgrade {
-        return match path {
-            "/healthz" => Ok(Request::Health),
+        // A cache-busting query (`/ws-relay.js?v=2`) still finds the file.
+        let file = path.split_once('?').map_or(path, |(file, _)| file);
+        return match file {
+            "/healthz" => Ok(Request::Get(Resource::Health)),
+            "/metrics" => Ok(Request::Get(Resource::Metrics)),
             _ if !path.starts_with('/') => Err(HandshakeError::NotFound),
-            _ => Err(HandshakeError::NotWebSocket),
+            _ => pages::find(file).map(|p| Request::Get(Resource::Page(p))).ok_or(HandshakeError::NotWebSocket),
         };
     }
     if version != 1 {
@@ -158,6 +173,18 @@ pub fn accept_response(accept: &str, out: &mut Vec<u8>) {
     );
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// A 200 response carrying `body`, after which the connection is closed.
+/// Pages change with the binary, so browsers revalidate rather than cache.
+pub fn ok_response(content_type: &str, body: &[u8], out: &mut Vec<u8>) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
 }
 
 /// A plain response with a text body, after which the connection is closed.
@@ -255,7 +282,7 @@ mod tests {
             (swap("Connection: keep-alive, Upgrade", "Connection: close"), 426),
             (swap("Host: x\r\n", "Host: x\r\nContent-Length: 5\r\n"), 400),
             (swap("HTTP/1.1", "HTTP/1.0"), 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426),
+            ("GET /ws-relay/spacewar HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426),
             ("GARBAGE\r\n\r\n".into(), 400),
         ];
         for (req, status) in cases {
@@ -263,7 +290,14 @@ mod tests {
             assert_eq!(got.map_err(|e| e.http_status()), Err(status), "{req}");
         }
         let health = feed_all(&[b"GET /healthz HTTP/1.0\r\n\r\n"]).unwrap().unwrap();
-        assert_eq!(health.0, Request::Health);
+        assert_eq!(health.0, Request::Get(Resource::Health));
+        let metrics = feed_all(&[b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"]).unwrap().unwrap();
+        assert_eq!(metrics.0, Request::Get(Resource::Metrics));
+        for path in ["/", "/index.html", "/?game=2", "/ws-relay.js", "/ws-relay.js?v=3", "/ws-relay.d.ts"] {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let got = feed_all(&[req.as_bytes()]).unwrap().unwrap().0;
+            assert!(matches!(got, Request::Get(Resource::Page(_))), "{path}: {got:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod metrics;
 pub mod outbox;
+pub mod pages;
 pub mod rate;
 pub mod relay;
 pub mod room;
@@ -23,7 +25,7 @@ pub mod timer;
 pub mod utf8;
 
 pub use action::{Action, CloseReason, ConnId};
-pub use config::{Capacity, Config, Mode};
+pub use config::{Capacity, Config, Listener, Mode};
 pub use error::{HandshakeError, ProtocolError, RelayError};
 pub use relay::Relay;
 pub use stats::Stats;

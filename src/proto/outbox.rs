@@ -21,6 +21,8 @@ pub struct Outbox {
     queue: VecDeque<Queued>,
     bytes: Vec<u8>,
     conns: Vec<ConnId>,
+    /// Bytes queued so far, counted once per recipient.
+    queued: u64,
 }
 
 impl Outbox {
@@ -41,12 +43,18 @@ impl Outbox {
         start
     }
 
+    /// Bytes queued for clients since the outbox was made.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued
+    }
+
     /// Queues the bytes from `start` to the end of the arena for `to`.
     pub fn send(&mut self, to: ConnId, start: usize) {
         let end = self.bytes.len();
         if start == end {
             return;
         }
+        self.queued += (end - start) as u64;
         // Back-to-back sends to one client become one write.
         if let Some(Queued::Send { to: last, bytes }) = self.queue.back_mut() {
             if *last == to && bytes.end == start {
@@ -71,6 +79,7 @@ impl Outbox {
                 self.send(to, start);
             }
             _ => {
+                self.queued += ((self.bytes.len() - start) * count) as u64;
                 self.queue.push_back(Queued::Broadcast { to: first..self.conns.len(), bytes: start..self.bytes.len() })
             }
         }

@@ -6,13 +6,14 @@ use log::debug;
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
-use super::config::{Config, Mode};
+use super::config::{Config, Listener, Mode};
 use super::conn::{Conn, Phase};
 use super::envelope::{self, Target};
 use super::error::{HandshakeError, ProtocolError, RelayError};
 use super::frame::OpCode;
-use super::handshake::{self, Request, RequestReader};
+use super::handshake::{self, Request, RequestReader, Resource};
 use super::message::{Message, MessageDecoder};
+use super::metrics::{self, DriverMetrics, Gauges};
 use super::outbox::Outbox;
 use super::rate::RateLimiter;
 use super::room::Rooms;
@@ -34,6 +35,7 @@ pub struct Relay {
     timers: TimerQueue,
     outbox: Outbox,
     stats: Stats,
+    driver_metrics: DriverMetrics,
     shutting_down: bool,
     /// Upgraded connections not yet finished, counted against `max_clients`.
     open: usize,
@@ -59,6 +61,7 @@ impl Relay {
             timers: TimerQueue::default(),
             outbox: Outbox::default(),
             stats: Stats::default(),
+            driver_metrics: DriverMetrics::default(),
             shutting_down: false,
             open: 0,
         }
@@ -72,6 +75,24 @@ impl Relay {
     /// Running totals: messages, deliveries, closes by reason, refusals by status.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Where a driver reports what only it can measure (loop-turn durations,
+    /// messages it dropped), so `/metrics` shows them.
+    pub fn driver_metrics_mut(&mut self) -> &mut DriverMetrics {
+        &mut self.driver_metrics
+    }
+
+    /// Appends every counter and gauge in the Prometheus text format: the body
+    /// of `/metrics`, for drivers that expose it some other way.
+    pub fn render_metrics(&self, out: &mut Vec<u8>) {
+        let gauges = Gauges {
+            connections: self.conns.len(),
+            clients: self.open,
+            rooms: self.rooms.len(),
+            bytes_sent: self.outbox.queued_bytes(),
+        };
+        metrics::render(&self.stats, gauges, &self.driver_metrics, out);
     }
 
     /// Connections the core knows, in any phase.
@@ -101,8 +122,14 @@ impl Relay {
         self.shutting_down
     }
 
-    /// A new transport connection; the client's first bytes are its HTTP request.
+    /// A new transport connection on the public port; the client's first bytes
+    /// are its HTTP request.
     pub fn handle_connect(&mut self, now: Instant) -> ConnId {
+        self.handle_connect_on(Listener::Public, now)
+    }
+
+    /// A new transport connection on `listener`.
+    pub fn handle_connect_on(&mut self, listener: Listener, now: Instant) -> ConnId {
         let entry = self.conns.vacant_entry();
         // Slab keys are dense; a driver holding four billion connections is out of scope.
         let id = ConnId { index: entry.key() as u32, generation: self.next_generation };
@@ -110,6 +137,7 @@ impl Relay {
         let deadline = now + self.config.handshake_timeout;
         entry.insert(Conn {
             id,
+            listener,
             phase: Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline },
             last_read: now,
             scheduled: None,
@@ -214,12 +242,11 @@ impl Relay {
     }
 
     fn complete_handshake(&mut self, conn: ConnId, request: Request, now: Instant) {
+        let listener = self.conns[conn.index()].listener;
         let (target, accept) = match request {
-            Request::Health => {
-                let start = self.outbox.bytes().len();
-                handshake::plain_response(200, "ok", self.outbox.bytes());
-                self.outbox.send(conn, start);
-                return self.finish(conn, CloseReason::HttpServed);
+            Request::Get(resource) => return self.serve(conn, listener, resource),
+            Request::Upgrade { .. } if listener == Listener::Metrics => {
+                return self.refuse(conn, HandshakeError::NotFound);
             }
             _ if self.shutting_down => return self.refuse(conn, HandshakeError::ShuttingDown),
             Request::Upgrade { origin: Some(origin), .. } if !self.origin_allowed(&origin) => {
@@ -244,6 +271,26 @@ impl Relay {
         let c = &mut self.conns[conn.index()];
         c.phase = Phase::Open { decoder: MessageDecoder::new(self.config.message), member, ping_sent: None };
         self.schedule(conn, now + self.config.ping_interval);
+    }
+
+    /// Answers a plain `GET` and closes the connection.
+    fn serve(&mut self, conn: ConnId, listener: Listener, resource: Resource) {
+        let public = listener == Listener::Public;
+        let start = self.outbox.bytes().len();
+        match resource {
+            Resource::Health => handshake::plain_response(200, "ok", self.outbox.bytes()),
+            Resource::Metrics if !public || self.config.serve_metrics => {
+                let mut body = Vec::with_capacity(4096);
+                self.render_metrics(&mut body);
+                handshake::ok_response("text/plain; version=0.0.4; charset=utf-8", &body, self.outbox.bytes());
+            }
+            Resource::Page(page) if public && self.config.serve_pages => {
+                handshake::ok_response(page.content_type, page.body, self.outbox.bytes());
+            }
+            Resource::Metrics | Resource::Page(_) => return self.refuse(conn, HandshakeError::NotFound),
+        }
+        self.outbox.send(conn, start);
+        self.finish(conn, CloseReason::HttpServed);
     }
 
     /// A browser page from another site may not open a socket here (cross-site
@@ -287,18 +334,20 @@ impl Relay {
         let others = members.iter().filter(|m| m.conn != conn).map(|m| m.conn);
         let told = self.outbox.broadcast(others, notice);
         self.stats.deliveries += 1 + peers + told as u64;
-        debug!("{conn} joined {} as {id}", String::from_utf8_lossy(room_name));
+        debug!("{conn} joined room={:?} id={id}", String::from_utf8_lossy(room_name));
         (room, id)
     }
 
     /// Takes `conn` out of its room, telling the others it quit.
-    fn leave(&mut self, conn: ConnId) {
+    fn leave(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.get_mut(conn) else { return };
         let Phase::Open { member: member @ Some(_), .. } = &mut c.phase else { return };
         let Some((room, id)) = member.take() else { return };
+        if let Some(r) = self.rooms.get(room) {
+            debug!("{conn} left room={:?} id={id}: {reason}", String::from_utf8_lossy(&r.name));
+        }
         self.rooms.leave(room, id);
         let Some(r) = self.rooms.get(room) else { return };
-        debug!("{conn} left {} as {id}", String::from_utf8_lossy(&r.name));
         let mut digits = [0; 20];
         let start = self.outbox.frame(OpCode::Text, &[envelope::format_id(id, &mut digits), b" quit"]);
         let told = self.outbox.broadcast(r.members().iter().map(|m| m.conn), start);
@@ -440,7 +489,7 @@ impl Relay {
     /// Starts the close handshake: the client leaves its room now and has
     /// until the close timeout to answer with its own close frame.
     fn start_close(&mut self, conn: ConnId, code: u16, text: &str, reason: CloseReason, now: Instant) {
-        self.leave(conn);
+        self.leave(conn, reason);
         let deadline = now + self.config.close_timeout;
         let placeholder = Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline };
         let Some(c) = self.get_mut(conn).filter(|c| matches!(c.phase, Phase::Open { .. })) else { return };
@@ -455,7 +504,7 @@ impl Relay {
 
     /// Forgets `conn` and tells the driver to close its transport.
     fn finish(&mut self, conn: ConnId, reason: CloseReason) {
-        self.leave(conn);
+        self.leave(conn, reason);
         if self.get_mut(conn).is_none() {
             return;
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::action::CloseReason;
+use super::error::RelayError;
 
 /// Running totals since the core started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct CloseCounts {
     pub protocol_error: u64,
     /// The relay format was broken.
     pub relay_error: u64,
+    /// Flood control cut the client off.
+    pub rate_limited: u64,
     /// The upgrade was refused.
     pub handshake_refused: u64,
     /// A plain HTTP request was answered.
@@ -56,6 +59,7 @@ impl CloseCounts {
             CloseReason::TransportClosed => &mut self.transport_closed,
             CloseReason::SlowConsumer => &mut self.slow_consumer,
             CloseReason::Protocol(_) => &mut self.protocol_error,
+            CloseReason::Relay(RelayError::RateLimited) => &mut self.rate_limited,
             CloseReason::Relay(_) => &mut self.relay_error,
             CloseReason::Handshake(_) => &mut self.handshake_refused,
             CloseReason::HttpServed => &mut self.http_served,

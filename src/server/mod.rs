@@ -17,11 +17,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::proto::{Action, Config, ConnId, Relay};
+use crate::proto::{Action, Config, ConnId, Listener, Relay};
 
 /// Special tokens sit at the top of the range, where slab keys never reach.
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Bytes read from one socket per loop turn before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
@@ -38,6 +39,8 @@ const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where to serve `/metrics` and `/healthz` alone, apart from the public port.
+    pub metrics_listen: Option<SocketAddr>,
     /// The core's configuration.
     pub relay: Config,
     /// After SIGTERM or SIGINT, how long to wait for clients to finish closing.
@@ -60,6 +63,7 @@ struct Client {
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     signals: Signals,
     relay: Relay,
     clients: Slab<Client>,
@@ -87,11 +91,20 @@ impl Server {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut l = TcpListener::bind(addr)?;
+                poll.registry().register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
             poll,
             listener: Some(listener),
+            metrics_listener,
             signals,
             relay: Relay::new(config.relay),
             clients: Slab::new(),
@@ -116,6 +129,11 @@ impl Server {
         }
     }
 
+    /// The address of the separate metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until a signal asks it to stop and the clients have drained.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -133,7 +151,8 @@ impl Server {
             self.now = now;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Listener::Public, now),
+                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
                             if self.drain_deadline.is_some() {
@@ -154,7 +173,8 @@ impl Server {
                 }
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
-                self.accept(now);
+                self.accept(Listener::Public, now);
+                self.accept(Listener::Metrics, now);
             }
             for key in std::mem::take(&mut self.to_read) {
                 self.read(key, false, now);
@@ -162,6 +182,8 @@ impl Server {
             self.relay.handle_timeout(now);
             self.apply();
             self.flush(now);
+            // A second clock read, so `/metrics` shows how long turns take.
+            self.relay.driver_metrics_mut().turns.record(now.elapsed());
             if let Some(deadline) = self.drain_deadline {
                 if self.clients.is_empty() || now >= deadline {
                     info!("shut down with {} connections left; totals: {:?}", self.clients.len(), self.relay.stats());
@@ -185,15 +207,20 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // Nothing waits to be accepted on a closed listener.
+        self.accept_retry = None;
         self.drain_deadline = Some(now + self.drain_timeout);
         self.relay.shutdown(now);
         self.apply();
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, which: Listener, now: Instant) {
         loop {
-            let Some(listener) = &self.listener else {
-                self.accept_retry = None;
+            let listener = match which {
+                Listener::Public => &self.listener,
+                Listener::Metrics => &self.metrics_listener,
+            };
+            let Some(listener) = listener else {
                 return;
             };
             let (mut stream, addr) = match listener.accept() {
@@ -224,7 +251,7 @@ impl Server {
                 warn!("{addr}: register failed: {e}");
                 continue;
             }
-            let conn = self.relay.handle_connect(now);
+            let conn = self.relay.handle_connect_on(which, now);
             entry.insert(Client { stream, conn, out: Vec::new(), written: 0, queued: false, overflowed: false });
             if self.by_conn.len() <= conn.index() {
                 self.by_conn.resize(conn.index() + 1, usize::MAX);
@@ -294,6 +321,7 @@ impl Server {
             to_flush: &mut self.to_flush,
             overflowed: &mut self.overflowed,
             max_pending: self.max_pending,
+            dropped: 0,
         };
         while let Some(action) = self.relay.poll_action() {
             match action {
@@ -314,6 +342,8 @@ impl Server {
                 }
             }
         }
+        let dropped = out.dropped;
+        self.relay.driver_metrics_mut().dropped_slow_consumer += dropped;
     }
 
     /// One write per client whose output changed this turn.
@@ -387,17 +417,20 @@ struct Outputs<'a> {
     to_flush: &'a mut Vec<usize>,
     overflowed: &'a mut Vec<ConnId>,
     max_pending: usize,
+    /// Messages not queued because their recipient passed `max_pending`.
+    dropped: u64,
 }
 
 impl Outputs<'_> {
     fn queue(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(key) = client_key(self.clients, self.by_conn, conn) else { return };
         let client = &mut self.clients[key];
-        if client.out.len() - client.written + bytes.len() > self.max_pending {
+        if client.overflowed || client.out.len() - client.written + bytes.len() > self.max_pending {
             if !client.overflowed {
                 client.overflowed = true;
                 self.overflowed.push(conn);
             }
+            self.dropped += 1;
             return;
         }
         client.out.extend_from_slice(bytes);

@@ -1,0 +1,431 @@
+// Drives the demo page (web/index.html) and the browser helper (web/ws-relay.js)
+// in headless Chromium, as served by a running relay. Run by scripts/browser.sh,
+// which starts the relay and installs playwright-core next to a copy of this file.
+//
+// Environment:
+//   RELAY_URL     http://HOST:PORT of the relay under test (required)
+//   WS_RELAY_BIN  the relay binary, to start a private relay this test may restart (required)
+//   OUT_DIR       where to save demo.png (default target/browser)
+//   CHROMIUM      the browser (default /usr/bin/chromium)
+//
+// Prints one line per check and closes with "N passed, N failed"; exits 1 on any failure.
+
+import { spawn } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+
+const base = process.env.RELAY_URL
+const relayBin = process.env.WS_RELAY_BIN
+if (!base || !relayBin) {
+  console.error('set RELAY_URL and WS_RELAY_BIN (scripts/browser.sh does)')
+  process.exit(2)
+}
+const outDir = process.env.OUT_DIR || 'target/browser'
+const T = 10_000 // ms: the longest any one wait may take
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+function assert (cond, message) {
+  if (!cond) throw new Error(message)
+}
+
+// ---- checks -----------------------------------------------------------------
+
+let passed = 0
+let failed = 0
+async function check (name, fn) {
+  const started = Date.now()
+  try {
+    await fn()
+    passed++
+    console.log(`ok   ${name} (${Date.now() - started} ms)`)
+  } catch (e) {
+    failed++
+    console.log(`FAIL ${name}: ${e.message.split('\n').slice(0, 6).join('\n     ')}`)
+  }
+}
+
+// What a demo page shows, for assertions and failure messages.
+const pageState = (page) => page.evaluate(() => ({
+  me: document.getElementById('me').textContent,
+  status: document.getElementById('status').textContent,
+  rtt: document.getElementById('rtt').dataset.ms ?? null,
+  x: Number(document.getElementById('self-pos').dataset.x),
+  y: Number(document.getElementById('self-pos').dataset.y),
+  peers: [...document.querySelectorAll('#peers li')].map((li) => ({
+    id: li.dataset.id,
+    x: li.dataset.x === undefined ? null : Number(li.dataset.x),
+    y: li.dataset.y === undefined ? null : Number(li.dataset.y)
+  }))
+}))
+
+// Polls `cond(state)` on a demo page until it holds; fails with `what` and the last state.
+async function waitState (page, what, cond, timeout = T) {
+  const deadline = Date.now() + timeout
+  let state
+  for (;;) {
+    state = await pageState(page)
+    if (cond(state)) return state
+    if (Date.now() > deadline) break
+    await sleep(50)
+  }
+  throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}; page ${page.url()} shows ${JSON.stringify(state)}`)
+}
+
+// ---- a private relay, which the reconnection check stops and restarts --------
+
+function startRelay (listen) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(relayBin, ['--listen', listen, '--max-room-clients', '2'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    const timer = setTimeout(() => reject(new Error(`private relay did not start: ${err}`)), T)
+    child.stderr.on('data', (d) => { err += d })
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = /^listening on (\S+)$/m.exec(out)
+      if (m) {
+        clearTimeout(timer)
+        resolve({ child, addr: m[1] })
+      }
+    })
+    child.on('error', reject)
+  })
+}
+
+function stopRelay (child, signal = 'SIGTERM') {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.once('exit', () => resolve())
+    child.kill(signal)
+  })
+}
+
+// ---- the run ----------------------------------------------------------------
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync']
+})
+const pageErrors = []
+async function newPage (url, { consoleErrors = true } = {}) {
+  // A context each: no shared storage, cookies or focus between players.
+  const context = await browser.newContext({ viewport: { width: 960, height: 600 }, deviceScaleFactor: 1 })
+  const page = await context.newPage()
+  page.on('pageerror', (e) => pageErrors.push(`${url}: ${e.message}`))
+  page.on('console', (m) => {
+    // Chromium asks for /favicon.ico whatever the page says; that answer is not the page's business.
+    if (consoleErrors && m.type() === 'error' && !m.location().url.endsWith('/favicon.ico')) {
+      pageErrors.push(`${url}: console: ${m.text()}`)
+    }
+  })
+  const response = await page.goto(base + url)
+  assert(response && response.ok(), `GET ${url} answered ${response && response.status()}`)
+  return page
+}
+
+let private_ = null
+try {
+  let page1, page2, page3, id1, id2
+
+  await check('the relay serves the demo, the helper and its types', async () => {
+    for (const [path, type] of [['/', 'text/html'], ['/index.html', 'text/html'], ['/ws-relay.js', 'text/javascript'], ['/ws-relay.d.ts', '']]) {
+      const res = await fetch(base + path)
+      const body = await res.text()
+      assert(res.status === 200, `GET ${path}: status ${res.status}`)
+      assert(res.headers.get('content-type').startsWith(type), `GET ${path}: content-type ${res.headers.get('content-type')}`)
+      assert(body.length > 500, `GET ${path}: only ${body.length} bytes`)
+    }
+  })
+
+  await check('two players at / and /index.html with ?game=a see each other', async () => {
+    page1 = await newPage('/?game=a')
+    page2 = await newPage('/index.html?game=a')
+    const s1 = await waitState(page1, 'an id on page 1', (s) => /^\d+$/.test(s.me))
+    const s2 = await waitState(page2, 'an id on page 2', (s) => /^\d+$/.test(s.me))
+    id1 = s1.me
+    id2 = s2.me
+    assert(id1 !== id2, `both pages got id ${id1}`)
+    await waitState(page1, `page 1 (id ${id1}) to list exactly player ${id2} with a position`,
+      (s) => s.peers.length === 1 && s.peers[0].id === id2 && s.peers[0].x !== null)
+    await waitState(page2, `page 2 (id ${id2}) to list exactly player ${id1} with a position`,
+      (s) => s.peers.length === 1 && s.peers[0].id === id1 && s.peers[0].x !== null)
+    await waitState(page1, 'the status to say connected', (s) => s.status === 'connected')
+  })
+
+  await check('a player holding ArrowRight moves right on the other page', async () => {
+    const before = (await pageState(page1)).peers.find((p) => p.id === id2)
+    const own = await pageState(page2)
+    assert(Math.abs(before.x - own.x) < 0.11, `page 1 shows player ${id2} at x=${before.x}, it is at x=${own.x}`)
+    await page2.keyboard.down('ArrowRight')
+    await sleep(600)
+    await page2.keyboard.up('ArrowRight')
+    const moved = await waitState(page2, 'page 2 to move right', (s) => s.x >= own.x + 20)
+    await waitState(page1, `page 1 to show player ${id2} at page 2's new x=${moved.x}`, (s) => {
+      const p = s.peers.find((p) => p.id === id2)
+      return p && p.x >= before.x + 20 && Math.abs(p.x - moved.x) < 0.11 && Math.abs(p.y - moved.y) < 0.11
+    }, 3000)
+    // Player 1 moves down, so the screenshot shows two players who moved.
+    const own1 = await pageState(page1)
+    await page1.keyboard.down('ArrowDown')
+    await sleep(400)
+    await page1.keyboard.up('ArrowDown')
+    const moved1 = await waitState(page1, 'page 1 to move down', (s) => s.y >= Math.min(own1.y + 20, 580))
+    await waitState(page2, `page 2 to show player ${id1} at y=${moved1.y}`, (s) => {
+      const p = s.peers.find((p) => p.id === id1)
+      return p && Math.abs(p.y - moved1.y) < 0.11
+    }, 3000)
+  })
+
+  await check('the round-trip time shows a number', async () => {
+    const s = await waitState(page1, 'an RTT in #rtt', (s) => s.rtt !== null)
+    const text = await page1.textContent('#rtt')
+    assert(Number.isFinite(Number(s.rtt)) && Number(s.rtt) >= 0 && Number(s.rtt) < 1000, `#rtt data-ms is ${s.rtt}`)
+    assert(/^\d+(\.\d)? ms$/.test(text), `#rtt reads ${JSON.stringify(text)}`)
+  })
+
+  await check('a player in ?game=b sees neither, and neither sees it', async () => {
+    page3 = await newPage('/?game=b')
+    await waitState(page3, 'an id on page 3', (s) => /^\d+$/.test(s.me))
+    await sleep(1000) // time for any wrong join or pos to arrive
+    const [s1, s2, s3] = [await pageState(page1), await pageState(page2), await pageState(page3)]
+    assert(s3.peers.length === 0, `page 3 (room b) lists ${JSON.stringify(s3.peers)}`)
+    assert(s1.peers.length === 1 && s1.peers[0].id === id2, `page 1 lists ${JSON.stringify(s1.peers)}`)
+    assert(s2.peers.length === 1 && s2.peers[0].id === id1, `page 2 lists ${JSON.stringify(s2.peers)}`)
+  })
+
+  await check('screenshot of page 1 with both players saved to demo.png', async () => {
+    await sleep(300) // the other player's dot eases into place
+    mkdirSync(outDir, { recursive: true })
+    const file = join(outDir, 'demo.png')
+    const png = await page1.screenshot({ path: file })
+    writeFileSync(file, png)
+    console.log('----- BEGIN demo.png base64 -----')
+    console.log(png.toString('base64').replace(/.{1,76}/g, '$&\n').trimEnd())
+    console.log('----- END demo.png base64 -----')
+  })
+
+  // The helper on its own, in a page of the relay's origin that runs nothing else.
+  // Its console shows the refused connections the checks provoke, so only exceptions count.
+  const api = await newPage('/healthz', { consoleErrors: false })
+  await api.evaluate(async () => {
+    const mod = await import('/ws-relay.js')
+    window.WebSocketRelay = mod.default
+    window.mod = mod
+    window.until = async (what, cond, ms = 5000) => {
+      const deadline = Date.now() + ms
+      while (!cond()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }
+    window.eq = (a, b, what) => {
+      if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${what}: got ${JSON.stringify(a)}, want ${JSON.stringify(b)}`)
+    }
+    // A client that records every handler call.
+    window.client = (room, options) => {
+      const c = new WebSocketRelay(new URL(room, location.href), options)
+      c.log = []
+      for (const name of ['onself', 'onjoin', 'onquit', 'onreconnect', 'ondisconnect']) {
+        c[name] = function (...args) { this.log.push([name, ...args]) }
+      }
+      c.onrecv = function (...args) { this.log.push(['onrecv', ...args]) }
+      c.onbinary = function (source, bytes) { this.log.push(['onbinary', source, [...bytes]]) }
+      c.seen = (name) => c.log.filter((e) => e[0] === name)
+      return c
+    }
+  })
+
+  await check('exports, URL mapping, ready and peers', () => api.evaluate(async () => {
+    eq(mod.WebSocketRelay === mod.default, true, 'named and default export')
+    eq(mod.relayUrl('https://example.com/spacewar?game=2#x'), 'wss://example.com/ws-relay/spacewar?game=2', 'https page')
+    eq(mod.relayUrl('http://127.0.0.1:80/a/b?c=d'), 'ws://127.0.0.1/ws-relay/a/b?c=d', 'http page')
+    const room = '/api?run=' + Math.random()
+    const a = client(room)
+    eq(a.url, location.origin.replace('http', 'ws') + '/ws-relay' + room, 'url')
+    eq([a.id, a.connected, a.send('early x')], [null, false, false], 'before self: id, connected, send')
+    const idA = await a.ready
+    eq([idA, a.id, a.connected, a.log], ['1', '1', true, [['onself', '1', '']]], 'a after self')
+    const b = client(room)
+    const c = client(room)
+    eq([await b.ready, await c.ready], ['2', '3'], 'ids of b and c')
+    // The peers already there arrive as `join` messages right after `self`.
+    await until('c to list a and b', () => c.peers.length === 2)
+    eq(c.peers, ['1', '2'], 'c.peers')
+    await until('a to hear 2 and 3 join', () => a.peers.length === 2)
+    eq(a.seen('onjoin'), [['onjoin', '2', ''], ['onjoin', '3', '']], 'joins a heard')
+    window.abc = [a, b, c]
+  }))
+
+  await check("send to '*', to one id, to myself; on<type> and onrecv fallback", () => api.evaluate(async () => {
+    const [a, b, c] = abc
+    for (const x of abc) x.onhello = function (source, data) { this.log.push(['onhello', source, data]) }
+    eq(a.send('hello world  two'), true, 'send returns true')
+    await until("b and c to get a's hello", () => b.seen('onhello').length && c.seen('onhello').length)
+    eq([b.seen('onhello'), c.seen('onhello')], [[['onhello', '1', 'world  two']], [['onhello', '1', 'world  two']]], "'*' message")
+    a.send('hello just-b', b.id)
+    a.send('hello to-me', 1) // a number works as a target too
+    await until('b and a to get the direct messages', () => b.seen('onhello').length === 2 && a.seen('onhello').length === 1)
+    eq(a.seen('onhello'), [['onhello', '1', 'to-me']], 'message to my own id')
+    eq(b.seen('onhello')[1], ['onhello', '1', 'just-b'], 'message to b')
+    b.send('unhandled 1 2 3', a.id)
+    b.send('notype')
+    await until('onrecv on a and c', () => a.seen('onrecv').length === 2 && c.seen('onrecv').length === 1)
+    eq(a.seen('onrecv'), [['onrecv', '2', 'unhandled', '1 2 3'], ['onrecv', '2', 'notype', '']], 'onrecv on a')
+    // A peer cannot fake this module's own events.
+    b.send('reconnect 9 1')
+    b.send('disconnect 1008 x false')
+    await until('the fakes on c', () => c.seen('onrecv').length === 3)
+    eq(c.seen('onreconnect').length + c.seen('ondisconnect').length, 0, 'faked events dispatched')
+    eq(c.seen('onrecv').slice(1).map((e) => e[2]), ['reconnect', 'disconnect'], 'fakes go to onrecv')
+    eq(c.seen('onhello').length, 1, "c got a message meant for another")
+    // A subclass method is a handler, called with this = the instance.
+    class Game extends WebSocketRelay { onhey (source, data) { this.hey = [this instanceof Game, source, data] } }
+    const g = new Game(location.origin + '/api-subclass?run=' + Math.random())
+    const gid = await g.ready
+    g.send('hey there', gid)
+    await until('the subclass handler', () => g.hey)
+    eq(g.hey, [true, gid, 'there'], 'subclass handler')
+    g.close()
+  }))
+
+  await check('send and sendBinary refuse what the relay would close the client for', () => api.evaluate(() => {
+    const [a] = abc
+    const throws = (f, type, what) => {
+      try { f() } catch (e) { if (e instanceof type) return; throw new Error(`${what}: threw ${e}`) }
+      throw new Error(`${what}: did not throw`)
+    }
+    throws(() => a.send('quit'), TypeError, "send('quit')")
+    throws(() => a.send('  join x'), TypeError, "send('  join x')")
+    throws(() => a.send(''), TypeError, "send('')")
+    throws(() => a.send('hi', 'bob'), TypeError, "send to 'bob'")
+    throws(() => a.send('hi', '1 2'), TypeError, "send to '1 2'")
+    throws(() => a.sendBinary(new Uint8Array(0)), RangeError, 'empty sendBinary')
+    throws(() => a.sendBinary(new Uint8Array([32, 1])), RangeError, 'sendBinary starting with a space')
+    throws(() => a.sendBinary(new TextEncoder().encode('self\n')), RangeError, "sendBinary of 'self'")
+    throws(() => a.sendBinary('text'), TypeError, 'sendBinary of a string')
+    eq(a.connected, true, 'a still connected')
+  }))
+
+  await check('sendBinary delivers bytes exactly, to one id and to everyone', () => api.evaluate(async () => {
+    const [a, b, c] = abc
+    const bytes = [0x42, 0, 255, 32, 10, 13, 0x20, 7, 0xc3, 0x28]
+    eq(a.sendBinary(new Uint8Array(bytes), b.id), true, 'sendBinary returns true')
+    const f32 = new Float32Array([1.5, -2.25])
+    a.sendBinary(f32.buffer.slice(0))
+    await until('the binary messages', () => b.seen('onbinary').length === 2 && c.seen('onbinary').length === 1)
+    eq(b.seen('onbinary')[0], ['onbinary', '1', bytes], 'bytes to b')
+    const got = new Uint8Array(c.seen('onbinary')[0][2])
+    eq([...new Float32Array(got.buffer)], [1.5, -2.25], 'Float32Array to c')
+    eq(a.seen('onbinary').length, 0, 'sender got its own broadcast')
+  }))
+
+  await check('close() leaves the room, stops handlers and rejects ready', () => api.evaluate(async () => {
+    const [a, b, c] = abc
+    const before = c.log.length
+    c.close()
+    eq([c.closed, c.connected, c.id, c.ws, c.send('hello late')], [true, false, null, null, false], 'c after close')
+    let rejected = false
+    await c.ready.catch(() => { rejected = true })
+    eq(rejected, true, 'ready rejects after close')
+    await until('a and b to hear c quit', () => a.peers.length === 1 && b.peers.length === 1)
+    eq(a.seen('onquit'), [['onquit', '3', '']], 'quit a heard')
+    a.send('hello anyone')
+    await until('b to get the hello', () => b.seen('onhello').length === 3)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    eq(c.log.length, before, 'handlers called after close')
+  }))
+
+  await check('a dropped connection reconnects with a new id: onquit, ondisconnect, onreconnect, onself, onjoin', () => api.evaluate(async () => {
+    const [a, b] = abc
+    a.log.length = 0
+    b.log.length = 0
+    const first = a.ready
+    a.ws.close(4000, 'test drops the socket') // as a network failure would: a did not call close()
+    await until('a to reconnect', () => a.seen('onself').length === 1, 8000)
+    eq(a.log.slice(0, 4).map((e) => e[0] === 'ondisconnect' ? [e[0], e[1], e[3]] : e), [['onquit', '2', ''], ['ondisconnect', 4000, true],
+      ['onreconnect', '4', '1'], ['onself', '4', '']], 'what a saw')
+    eq([a.id, await a.ready, a.ready !== first, await first], ['4', '4', true, '1'], 'id and ready after the reconnect')
+    await until('a to see b again and b to see a', () => a.peers.includes('2') && b.peers.includes('4'))
+    eq(b.log, [['onquit', '1', ''], ['onjoin', '4', '']], 'what b saw')
+    a.send('hello again', b.id)
+    await until('the message after the reconnect', () => b.seen('onhello').length === 1)
+    eq(b.seen('onhello'), [['onhello', '4', 'again']], 'message from the new id')
+  }))
+
+  await check('close code 1008 from the relay does not reconnect', () => api.evaluate(async () => {
+    const [a, b] = abc
+    a.log.length = 0
+    a.ws.send('nobody-target hi') // breaks the protocol: the relay closes with 1008
+    await until('ondisconnect', () => a.seen('ondisconnect').length === 1)
+    const [, code, reason, again] = a.seen('ondisconnect')[0]
+    eq([code, again, a.closed, a.connected], [1008, false, true, false], 'after the 1008')
+    if (!/target/i.test(reason)) throw new Error(`the reason does not name the target: ${reason}`)
+    let rejected = false
+    await a.ready.catch(() => { rejected = true })
+    eq(rejected, true, 'ready rejects after a 1008')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    eq([a.ws, a.seen('onself').length], [null, 0], 'no reconnect')
+    await until('b to hear a quit', () => b.peers.length === 0)
+    b.close()
+  }))
+
+  await check('a relay restart: clients back off, reconnect and find each other; a full room is retried', async () => {
+    private_ = await startRelay('127.0.0.1:0')
+    const origin = 'http://' + private_.addr
+    await api.evaluate(async (origin) => {
+      const opts = { baseDelay: 100, maxDelay: 800 }
+      const p = client(origin + '/restart', opts)
+      const q = client(origin + '/restart', opts)
+      eq([await p.ready, await q.ready], ['1', '2'], 'ids before the restart')
+      // The private relay takes 2 clients a room: a third is refused (HTTP 503) until one leaves.
+      const r = client(origin + '/restart', opts)
+      await new Promise((resolve) => setTimeout(resolve, 1200))
+      eq([r.id, r.connected, r.closed], [null, false, false], 'third client in a full room')
+      q.close()
+      eq(await r.ready, '3', 'third client once there is room')
+      await until('p to see r', () => p.peers.join() === '3')
+      window.pr = [p, r]
+    }, origin)
+    await stopRelay(private_.child, 'SIGTERM')
+    await api.evaluate(async () => {
+      const [p, r] = pr
+      await until('both to lose the relay', () => !p.connected && !r.connected)
+      eq(p.seen('ondisconnect'), [['ondisconnect', 1001, 'server shutting down', true]], 'p ondisconnect')
+      await new Promise((resolve) => setTimeout(resolve, 800)) // some attempts fail: nobody listens
+      eq([p.connected, r.connected, p.closed, r.closed], [false, false, false, false], 'while the relay is down')
+    })
+    private_ = await startRelay(private_.addr) // the same port
+    await api.evaluate(async () => {
+      const [p, r] = pr
+      await until('both to reconnect', () => p.connected && r.connected, 8000)
+      const ids = [p.id, r.id].sort()
+      eq(ids, ['1', '2'], 'ids in the restarted relay number from 1 again')
+      eq(p.seen('onreconnect'), [['onreconnect', p.id, '1']], 'p onreconnect(new, old)')
+      eq(r.seen('onreconnect'), [['onreconnect', r.id, '3']], 'r onreconnect(new, old)')
+      await until('p and r to see each other', () => p.peers.join() === r.id && r.peers.join() === p.id)
+      p.close()
+      r.close()
+    })
+  })
+
+  await check('closing page 2 removes its player from page 1', async () => {
+    await page2.context().close()
+    await waitState(page1, `player ${id2} to leave page 1's list`, (s) => s.peers.length === 0, 5000)
+  })
+
+  await check('no errors in the pages', () => {
+    assert(pageErrors.length === 0, pageErrors.join('\n'))
+  })
+} catch (e) {
+  failed++
+  console.log(`FAIL ${e.stack}`)
+} finally {
+  await browser.close().catch(() => {})
+  if (private_) await stopRelay(private_.child, 'SIGKILL')
+}
+
+console.log(`${passed} passed, ${failed} failed`)
+process.exit(failed ? 1 : 0)
