@@ -331,14 +331,13 @@ impl Server {
                         out.queue(conn, bytes);
                     }
                 }
-                Action::Close { conn, reason } => {
+                Action::Close { conn, .. } => {
                     let Some(key) = client_key(out.clients, out.by_conn, conn) else { continue };
                     let mut client = out.clients.remove(key);
                     // One last write of what is queued; a client that is not reading loses it.
                     let _ = client.write_out();
                     let _ = client.stream.shutdown(Shutdown::Write);
                     let _ = self.poll.registry().deregister(&mut client.stream);
-                    debug!("{conn} disconnected: {reason}");
                 }
             }
         }
