@@ -69,6 +69,11 @@ struct Args {
     #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = 100_000)]
     max_rooms: usize,
 
+    /// Most connections still sending their HTTP request; a new one past it pushes out the oldest (503).
+    #[arg(long, env = "WS_RELAY_MAX_HANDSHAKES", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_handshakes: usize,
+
     /// Accept browser upgrades only from these origins (e.g. https://game.example); repeat or comma-separate. Off by default.
     #[arg(long = "allow-origin", env = "WS_RELAY_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
             max_clients: args.max_clients,
             max_room_clients: args.max_room_clients,
             max_rooms: args.max_rooms,
+            max_handshakes: args.max_handshakes,
         },
         handshake_timeout: args.handshake_timeout,
         ping_interval: args.ping_interval,

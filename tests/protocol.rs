@@ -509,7 +509,7 @@ fn joins_and_quits_are_atomic_with_messages() {
 
 #[test]
 fn caps_refuse_upgrades_with_503() {
-    let capacity = ws_relay::proto::Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2 };
+    let capacity = ws_relay::proto::Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2, max_handshakes: 8 };
     let mut s = Sim::new(Config { capacity, ..Config::default() });
     let (a, _b) = (s.join("/r1"), s.join("/r1"));
     let full = s.connect_raw(&upgrade_request("/r1", "x"));
@@ -527,6 +527,29 @@ fn caps_refuse_upgrades_with_503() {
     let over = s.connect_raw(&upgrade_request("/r1", "x"));
     assert_eq!(s.take(over), [Http(503)], "three clients: the relay is full");
     assert!(String::from_utf8_lossy(&s.raw[&over]).contains("server full"));
+}
+
+#[test]
+fn slow_requests_are_pushed_out_by_new_ones_past_max_handshakes() {
+    let capacity = ws_relay::proto::Capacity { max_handshakes: 2, ..Config::default().capacity };
+    let mut s = Sim::new(Config { capacity, ..Config::default() });
+    let half = b"GET /ws-relay/r HTTP/1.1\r\nHost: x\r\n";
+    let (slow1, slow2) = (s.connect_raw(half), s.connect_raw(half));
+    let member = s.join("/ws-relay/r");
+    assert_eq!(s.take(slow1), [Http(503)], "the oldest request in progress makes way");
+    assert!(String::from_utf8_lossy(&s.raw[&slow1]).contains("too many requests in progress"));
+    assert_eq!(s.closed[&slow1], CloseReason::Handshake(ws_relay::HandshakeError::TooManyHandshakes));
+    assert!(!s.closed.contains_key(&slow2));
+    // Upgraded clients and finished requests do not count.
+    let slow3 = s.connect_raw(half);
+    assert!(!s.closed.contains_key(&slow2) && !s.closed.contains_key(&slow3));
+    assert_eq!(s.texts(member), ["1 self"]);
+    // The slow ones can still finish while they are within the cap.
+    s.feed(slow2, b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    assert_eq!(s.take(slow2)[0], Http(101));
+    let (slow4, slow5) = (s.connect_raw(half), s.connect_raw(half));
+    assert_eq!(s.take(slow3), [Http(503)]);
+    assert!(!s.closed.contains_key(&slow4) && !s.closed.contains_key(&slow5));
 }
 
 #[test]

@@ -758,3 +758,26 @@ fn metrics_on_their_own_port_and_pages_on_the_public_one() {
     let upgrade = http_to(metrics, &upgrade_request("/ws-relay/m", "test"));
     assert!(upgrade.starts_with("HTTP/1.1 404 "), "no rooms on the metrics port: {upgrade}");
 }
+
+#[test]
+fn a_slowloris_cannot_keep_players_out() {
+    let relay = Relay::start(&["--max-handshakes", "16", "--handshake-timeout", "60s"]);
+    // Far more half-sent requests than the cap, each holding a socket open.
+    let mut slow: Vec<Raw> = (0..64)
+        .map(|_| {
+            let mut raw = Raw::connect(relay.addr);
+            raw.write(b"GET /ws-relay/r HTTP/1.1\r\nHost: x\r\n");
+            raw
+        })
+        .collect();
+    let mut player = relay.ws("/ws-relay/r");
+    assert_eq!(text(&mut player), "1 self");
+    // The oldest were answered 503 and closed as newer ones arrived.
+    for raw in &mut slow[..32] {
+        assert_eq!(raw.next(), Received::Http(503));
+        assert!(raw.closed_by_server());
+    }
+    let scrape = http(&relay, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(sample(&scrape, "ws_relay_pending_handshakes") <= 16.0, "{scrape}");
+    assert!(sample(&scrape, "ws_relay_handshakes_rejected_total{status=\"503\"}") >= 48.0);
+}

@@ -33,6 +33,10 @@ pub struct Capacity {
     pub max_room_clients: usize,
     /// Rooms with clients.
     pub max_rooms: usize,
+    /// Connections still sending their HTTP request. A new connection past
+    /// it pushes out the oldest (503): clients that complete their request in
+    /// a round trip get through while slow ones cannot pile up.
+    pub max_handshakes: usize,
 }
 
 /// The core's configuration. [`Config::default`] is what the binary runs with.
@@ -80,7 +84,12 @@ impl Default for Config {
                 bytes_per_second: 1024 * 1024,
                 byte_burst: 2 * 1024 * 1024,
             }),
-            capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000 },
+            capacity: Capacity {
+                max_clients: 100_000,
+                max_room_clients: 1024,
+                max_rooms: 100_000,
+                max_handshakes: 1024,
+            },
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(30),

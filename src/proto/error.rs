@@ -41,6 +41,9 @@ pub enum HandshakeError {
     RoomFull,
     /// The relay holds as many rooms as it may, and this one is new.
     TooManyRooms,
+    /// Newer connections arrived while this one was the oldest still sending
+    /// its request, with the configured number of requests in progress.
+    TooManyHandshakes,
 }
 
 impl HandshakeError {
@@ -55,7 +58,9 @@ impl HandshakeError {
             Self::NotFound => 404,
             Self::ForbiddenOrigin => 403,
             Self::Timeout => 408,
-            Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms => 503,
+            Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms | Self::TooManyHandshakes => {
+                503
+            }
         }
     }
 }
@@ -80,6 +85,7 @@ impl fmt::Display for HandshakeError {
             Self::ServerFull => "server full",
             Self::RoomFull => "room full",
             Self::TooManyRooms => "too many rooms",
+            Self::TooManyHandshakes => "too many requests in progress",
         })
     }
 }

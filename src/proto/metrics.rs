@@ -50,6 +50,8 @@ pub struct DriverMetrics {
 pub struct Gauges {
     /// Transport connections in any phase.
     pub connections: usize,
+    /// Connections still sending their HTTP request.
+    pub handshakes: usize,
     /// Upgraded clients.
     pub clients: usize,
     /// Rooms with clients.
@@ -76,6 +78,12 @@ pub fn render(stats: &Stats, gauges: Gauges, driver: &DriverMetrics, out: &mut V
         "gauge",
         "Open transport connections, in any phase.",
         &[("", gauges.connections as u64)],
+    );
+    metric(
+        "ws_relay_pending_handshakes",
+        "gauge",
+        "Connections still sending their HTTP request.",
+        &[("", gauges.handshakes as u64)],
     );
     metric("ws_relay_clients", "gauge", "Upgraded WebSocket clients.", &[("", gauges.clients as u64)]);
     metric("ws_relay_rooms", "gauge", "Rooms with at least one client.", &[("", gauges.rooms as u64)]);
@@ -178,7 +186,7 @@ mod tests {
         for us in [1, 3, 3, 5_000_000] {
             driver.turns.record(Duration::from_micros(us));
         }
-        let gauges = Gauges { connections: 0, clients: 0, rooms: 0, bytes_sent: 0 };
+        let gauges = Gauges { connections: 0, handshakes: 0, clients: 0, rooms: 0, bytes_sent: 0 };
         let mut out = Vec::new();
         render(&Stats::default(), gauges, &driver, &mut out);
         let text = String::from_utf8(out).unwrap();

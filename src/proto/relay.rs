@@ -1,5 +1,6 @@
 //! [`Relay`]: every connection, every room, and the routing between them.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use log::debug;
@@ -39,6 +40,11 @@ pub struct Relay {
     shutting_down: bool,
     /// Upgraded connections not yet finished, counted against `max_clients`.
     open: usize,
+    /// Connections still in their handshake, counted against `max_handshakes`.
+    pending: usize,
+    /// Connections in the order they arrived, oldest first, for pushing out the
+    /// oldest handshake. Entries that have since left the handshake are skipped.
+    arrivals: VecDeque<ConnId>,
 }
 
 /// What a message asks of the connection that sent it, worked out while the
@@ -64,6 +70,8 @@ impl Relay {
             driver_metrics: DriverMetrics::default(),
             shutting_down: false,
             open: 0,
+            pending: 0,
+            arrivals: VecDeque::new(),
         }
     }
 
@@ -88,6 +96,7 @@ impl Relay {
     pub fn render_metrics(&self, out: &mut Vec<u8>) {
         let gauges = Gauges {
             connections: self.conns.len(),
+            handshakes: self.pending,
             clients: self.open,
             rooms: self.rooms.len(),
             bytes_sent: self.outbox.queued_bytes(),
@@ -145,7 +154,25 @@ impl Relay {
         });
         self.stats.connections += 1;
         self.schedule(id, deadline);
+        self.pending += 1;
+        self.arrivals.push_back(id);
+        self.push_out_handshakes();
         id
+    }
+
+    /// Keeps handshakes in progress within `max_handshakes` by refusing the
+    /// oldest, and forgets arrivals that are no longer in their handshake.
+    fn push_out_handshakes(&mut self) {
+        while let Some(&oldest) = self.arrivals.front() {
+            let waiting = matches!(self.get_mut(oldest).map(|c| &c.phase), Some(Phase::Handshake { .. }));
+            if waiting && self.pending <= self.config.capacity.max_handshakes {
+                return;
+            }
+            self.arrivals.pop_front();
+            if waiting {
+                self.refuse(oldest, HandshakeError::TooManyHandshakes);
+            }
+        }
     }
 
     /// Bytes read from `conn`'s transport.
@@ -259,6 +286,7 @@ impl Relay {
         }
         self.stats.upgrades += 1;
         self.open += 1;
+        self.pending -= 1;
         let start = self.outbox.bytes().len();
         handshake::accept_response(&accept, self.outbox.bytes());
         let member = match self.config.mode {
@@ -509,8 +537,9 @@ impl Relay {
             return;
         }
         let conn_state = self.conns.remove(conn.index());
-        if !matches!(conn_state.phase, Phase::Handshake { .. }) {
-            self.open -= 1;
+        match conn_state.phase {
+            Phase::Handshake { .. } => self.pending -= 1,
+            _ => self.open -= 1,
         }
         self.stats.closes.add(reason);
         debug!("{conn} closed: {reason}");
