@@ -781,3 +781,24 @@ fn a_slowloris_cannot_keep_players_out() {
     assert!(sample(&scrape, "ws_relay_pending_handshakes") <= 16.0, "{scrape}");
     assert!(sample(&scrape, "ws_relay_handshakes_rejected_total{status=\"503\"}") >= 48.0);
 }
+
+#[test]
+fn a_refusal_reaches_a_client_that_goes_on_sending() {
+    let relay = Relay::start(&[]);
+    let mut stream = TcpStream::connect(relay.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Refused at its head; the client, not reading yet, sends its body.
+    stream.write_all(b"POST /ws-relay/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // A socket closed outright answers these bytes with a reset, which fails
+    // the next write and, on many stacks, destroys the answer not yet read.
+    for _ in 0..2 {
+        stream.write_all(&[b'x'; 50_000]).expect("the relay reads and discards what follows");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the answer, then a clean end of stream");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    assert!(answer.ends_with("only GET can upgrade to a WebSocket\n"), "{answer}");
+}

@@ -97,7 +97,11 @@ export class WebSocketRelay {
    */
   readonly ready: Promise<string>;
 
-  /** The ids of the other clients in the room, in the order they joined. */
+  /**
+   * The ids of the other clients in the room, in the order they joined. The
+   * relay sends a `join` for each client already present right after `self`,
+   * so the list fills just after `ready` resolves: use `onjoin` to follow it.
+   */
   readonly peers: string[];
 
   /** True from `self` until the connection is lost or closed. */

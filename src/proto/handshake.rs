@@ -123,6 +123,8 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
         return match file {
             "/healthz" => Ok(Request::Get(Resource::Health)),
             "/metrics" => Ok(Request::Get(Resource::Metrics)),
+            // Every browser asks; a 404 says "none" where a 426 would puzzle.
+            "/favicon.ico" => Err(HandshakeError::NotFound),
             _ if !path.starts_with('/') => Err(HandshakeError::NotFound),
             _ => pages::find(file).map(|p| Request::Get(Resource::Page(p))).ok_or(HandshakeError::NotWebSocket),
         };
@@ -283,6 +285,7 @@ mod tests {
             (swap("Host: x\r\n", "Host: x\r\nContent-Length: 5\r\n"), 400),
             (swap("HTTP/1.1", "HTTP/1.0"), 400),
             ("GET /ws-relay/spacewar HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426),
+            ("GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n".into(), 404),
             ("GARBAGE\r\n\r\n".into(), 400),
         ];
         for (req, status) in cases {

@@ -6,6 +6,7 @@
 //! cannot hold the loop), feeds the core, applies its actions to per-connection
 //! output buffers, and then writes each buffer that changed at most once.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::proto::{Action, Config, ConnId, Listener, Relay};
+use crate::proto::{Action, CloseReason, Config, ConnId, Listener, Relay};
 
 /// Special tokens sit at the top of the range, where slab keys never reach.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -29,6 +30,12 @@ const READ_BUDGET: usize = 256 * 1024;
 
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After the core closes a connection, how long the driver goes on writing
+/// what is queued for it and reading what the client still sends. Closing a
+/// socket with unread input sends a reset, which can destroy the response the
+/// client has not read yet (a 400, a refused upgrade, the tail of a page).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// An output buffer emptied after holding more than this is given back, so a
 /// burst does not pin memory for the connection's lifetime.
@@ -57,6 +64,10 @@ struct Client {
     queued: bool,
     /// Passed `max_pending`: nothing more is queued, the core is told once.
     overflowed: bool,
+    /// Closed by the core: the socket is finished off until this deadline.
+    closing: Option<Instant>,
+    /// Its write side is shut: everything queued was written.
+    shut: bool,
 }
 
 /// The listening relay.
@@ -75,6 +86,9 @@ pub struct Server {
     to_read: Vec<usize>,
     /// Clients whose output passed `max_pending` while actions were applied.
     overflowed: Vec<ConnId>,
+    /// Closed clients being finished off, by deadline (all share `LINGER`, so
+    /// the order of closing is the order of deadlines).
+    lingering: VecDeque<(Instant, usize)>,
     max_pending: usize,
     buf: Box<[u8]>,
     drain_timeout: Duration,
@@ -112,6 +126,7 @@ impl Server {
             to_flush: Vec::new(),
             to_read: Vec::new(),
             overflowed: Vec::new(),
+            lingering: VecDeque::new(),
             max_pending: config.max_pending,
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             drain_timeout: config.drain_timeout,
@@ -182,6 +197,7 @@ impl Server {
             self.relay.handle_timeout(now);
             self.apply();
             self.flush(now);
+            self.expire_lingering(now);
             // A second clock read, so `/metrics` shows how long turns take.
             self.relay.driver_metrics_mut().turns.record(now.elapsed());
             if let Some(deadline) = self.drain_deadline {
@@ -197,7 +213,9 @@ impl Server {
         if !self.to_read.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry].into_iter().flatten().min();
+        let lingering = self.lingering.front().map(|&(at, _)| at);
+        let next =
+            [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering].into_iter().flatten().min();
         // Round up so we never wake a hair early and spin once for nothing.
         next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
     }
@@ -252,7 +270,16 @@ impl Server {
                 continue;
             }
             let conn = self.relay.handle_connect_on(which, now);
-            entry.insert(Client { stream, conn, out: Vec::new(), written: 0, queued: false, overflowed: false });
+            entry.insert(Client {
+                stream,
+                conn,
+                out: Vec::new(),
+                written: 0,
+                queued: false,
+                overflowed: false,
+                closing: None,
+                shut: false,
+            });
             if self.by_conn.len() <= conn.index() {
                 self.by_conn.resize(conn.index() + 1, usize::MAX);
             }
@@ -267,15 +294,19 @@ impl Server {
         let mut budget = READ_BUDGET;
         loop {
             let Some(client) = self.clients.get_mut(key) else { return };
-            let conn = client.conn;
+            let (conn, closing) = (client.conn, client.closing.is_some());
             match client.stream.read(&mut self.buf) {
+                Ok(0) if closing => return self.remove(key),
                 Ok(0) => {
                     self.relay.handle_close(conn, now);
                     return self.apply();
                 }
                 Ok(n) => {
-                    self.relay.handle_read(conn, &self.buf[..n], now);
-                    self.apply();
+                    // A closed client's input is read only to be discarded.
+                    if !closing {
+                        self.relay.handle_read(conn, &self.buf[..n], now);
+                        self.apply();
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         self.to_read.push(key);
@@ -289,6 +320,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if closing => return self.remove(key),
                 Err(e) => {
                     debug!("{conn} read error: {e}");
                     self.relay.handle_close(conn, now);
@@ -331,13 +363,18 @@ impl Server {
                         out.queue(conn, bytes);
                     }
                 }
-                Action::Close { conn, .. } => {
+                Action::Close { conn, reason } => {
                     let Some(key) = client_key(out.clients, out.by_conn, conn) else { continue };
-                    let mut client = out.clients.remove(key);
-                    // One last write of what is queued; a client that is not reading loses it.
-                    let _ = client.write_out();
-                    let _ = client.stream.shutdown(Shutdown::Write);
-                    let _ = self.poll.registry().deregister(&mut client.stream);
+                    if reason == CloseReason::SlowConsumer {
+                        // It is not reading: nothing queued for it would get through.
+                        let mut client = out.clients.remove(key);
+                        let _ = self.poll.registry().deregister(&mut client.stream);
+                        continue;
+                    }
+                    let deadline = self.now + LINGER;
+                    out.clients[key].closing = Some(deadline);
+                    self.lingering.push_back((deadline, key));
+                    out.mark(key);
                 }
             }
         }
@@ -349,13 +386,26 @@ impl Server {
     fn flush(&mut self, now: Instant) {
         loop {
             let mut failed = Vec::new();
+            let mut gone = Vec::new();
             for key in self.to_flush.drain(..) {
                 let Some(client) = self.clients.get_mut(key) else { continue };
                 client.queued = false;
-                if let Err(e) = client.write_out() {
-                    debug!("{} write error: {e}", client.conn);
-                    failed.push(client.conn);
+                match client.write_out() {
+                    Err(_) if client.closing.is_some() => gone.push(key),
+                    Err(e) => {
+                        debug!("{} write error: {e}", client.conn);
+                        failed.push(client.conn);
+                    }
+                    // All written: the FIN follows the last byte, and reads go on until the client's.
+                    Ok(()) if client.closing.is_some() && client.out.is_empty() && !client.shut => {
+                        client.shut = true;
+                        let _ = client.stream.shutdown(Shutdown::Write);
+                    }
+                    Ok(()) => {}
                 }
+            }
+            for key in gone {
+                self.remove(key);
             }
             if failed.is_empty() {
                 return;
@@ -365,6 +415,27 @@ impl Server {
                 self.relay.handle_close(conn, now);
             }
             self.apply();
+        }
+    }
+
+    /// Drops closed clients that did not finish in time.
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.lingering.front() {
+            if at > now {
+                return;
+            }
+            self.lingering.pop_front();
+            // The key may have been freed and reused since; only its own deadline counts.
+            if self.clients.get(key).is_some_and(|c| c.closing == Some(at)) {
+                self.remove(key);
+            }
+        }
+    }
+
+    /// Closes a client's socket.
+    fn remove(&mut self, key: usize) {
+        if let Some(mut client) = self.clients.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
         }
     }
 
@@ -433,6 +504,11 @@ impl Outputs<'_> {
             return;
         }
         client.out.extend_from_slice(bytes);
+        self.mark(key);
+    }
+
+    fn mark(&mut self, key: usize) {
+        let client = &mut self.clients[key];
         if !client.queued {
             client.queued = true;
             self.to_flush.push(key);
