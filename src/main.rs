@@ -19,7 +19,16 @@ use ws_relay::{Config, Mode};
 /// room. Each gets `<id> self`, hears `<id> join` and `<id> quit`, and sends
 /// `<id|*> <msgtype> [data]`, delivered as `<sender-id> <msgtype> [data]`.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Clients connect to ws://HOST/<room>: the request path and query name the room.\n\
+        Plain HTTP: / (demo game), /ws-relay.js, /ws-relay.d.ts, /metrics (Prometheus), /healthz.\n\
+        Durations take ms, s or m (250ms, 10s, 2m) or plain seconds. Boolean variables take true or false.\n\
+        RUST_LOG sets the log level (default info; debug logs every connection's room, id and close reason).\n\
+        Stop with SIGTERM or SIGINT: clients get close 1001, then the relay exits 0."
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "WS_RELAY_LISTEN", default_value = "127.0.0.1:7927")]

@@ -802,3 +802,30 @@ fn a_refusal_reaches_a_client_that_goes_on_sending() {
     assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
     assert!(answer.ends_with("only GET can upgrade to a WebSocket\n"), "{answer}");
 }
+
+#[test]
+fn every_flag_reads_an_environment_variable_named_after_it() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ws-relay")).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("--")?.split([' ', '\t']).next())
+        .filter(|f| !matches!(*f, "help" | "version"))
+        .collect();
+    assert!(flags.len() >= 24, "{help}");
+    for flag in flags {
+        let env = format!("[env: WS_RELAY_{}=", flag.to_uppercase().replace('-', "_"));
+        let entry = help.split(&format!("--{flag}")).nth(1).unwrap().split("\n      -").next().unwrap();
+        assert!(entry.contains(&env), "--{flag} has no {env}");
+    }
+    // And the variable is honoured, not just listed.
+    let relay = Relay::spawn(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ws-relay"));
+            c.env("WS_RELAY_NO_PAGES", "true");
+            c
+        },
+        &[],
+    );
+    assert!(http(&relay, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404 "));
+}
