@@ -1,6 +1,8 @@
 """Turns compare.sh's JSON lines into the README's Markdown table, with each
-reference's figure and ws-relay's ratio against it."""
+reference's figure and ws-relay's ratio against it. A scenario run in several
+rounds is shown as the median of its rounds, figure by figure."""
 import json
+import statistics
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
@@ -8,10 +10,17 @@ relays = ["ws-relay", "tokio-tungstenite", "node-ws"]
 
 
 def pick(relay, scenario, mode=None):
-    for r in rows:
-        if r["relay"] == relay and r["scenario"] == scenario and (mode is None or r.get("mode") == mode):
-            return r
-    return None
+    runs = [r for r in rows
+            if r["relay"] == relay and r["scenario"] == scenario and (mode is None or r.get("mode") == mode)]
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[0] if runs else None
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and key != "round":
+            merged[key] = statistics.median(r[key] for r in good if isinstance(r.get(key), (int, float)))
+    merged["rounds"] = len(good)
+    return merged
 
 
 def fmt(r, key, unit="", digits=2):
