@@ -644,6 +644,26 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
         // The operator's port serves nothing a browser would load.
         assert!(get(&mut s, Metrics, path).starts_with("HTTP/1.1 404 "), "{path} on the metrics port");
     }
+    // HEAD: the same head, Content-Length included, and no body.
+    let head = |s: &mut Sim, listener, path: &str| {
+        let c = s.relay.handle_connect_on(listener, s.now);
+        s.relay.handle_read(c, format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), s.now);
+        let Some(Action::Send { bytes, .. }) = s.relay.poll_action() else { panic!("HEAD {path}: no answer") };
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        while s.relay.poll_action().is_some() {}
+        text
+    };
+    let index = std::fs::read("web/index.html").unwrap().len();
+    let got = head(&mut s, Public, "/");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains(&format!("\r\nContent-Length: {index}\r\n")) && got.ends_with("\r\n\r\n"), "{got}");
+    let got = head(&mut s, Metrics, "/metrics");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("\r\n\r\n"), "{got}");
+    let got = head(&mut s, Public, "/ws-relay/room");
+    assert!(
+        got.starts_with("HTTP/1.1 426 ") && got.ends_with("\r\n\r\n"),
+        "a refusal to HEAD has no body either: {got}"
+    );
     let mut quiet = Sim::new(Config { serve_pages: false, ..Config::default() });
     assert!(get(&mut quiet, Public, "/ws-relay.js").starts_with("HTTP/1.1 404 "));
     assert!(get(&mut quiet, Public, "/healthz").starts_with("HTTP/1.1 200 "));

@@ -77,6 +77,11 @@ impl RequestReader {
         Ok(Some((request, end - before)))
     }
 
+    /// True if the request so far is a `HEAD`, whose answer carries no body.
+    pub fn is_head(&self) -> bool {
+        self.buf.starts_with(b"HEAD ")
+    }
+
     /// Finds the end of the head: the first empty line, CRLF or bare LF.
     fn find_end(&mut self) -> Option<usize> {
         let from = self.scanned;
@@ -106,7 +111,8 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     if path.len() > limits.max_target {
         return Err(HandshakeError::TargetTooLong);
     }
-    if method != "GET" {
+    // HEAD is GET without the body (RFC 9110 §9.3.2), for monitors and link checkers.
+    if method != "GET" && method != "HEAD" {
         return Err(HandshakeError::MethodNotAllowed);
     }
     let all = &*req.headers;
@@ -117,6 +123,9 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
         return Err(HandshakeError::UnexpectedBody);
     }
     let upgrade = header("upgrade").any(|h| has_token(h.value, "websocket"));
+    if upgrade && method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
     if !upgrade {
         // A cache-busting query (`/ws-relay.js?v=2`) still finds the file.
         let file = path.split_once('?').map_or(path, |(file, _)| file);
@@ -204,7 +213,7 @@ pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
         _ => "Service Unavailable",
     };
     let extra = match status {
-        405 => "Allow: GET\r\n",
+        405 => "Allow: GET, HEAD\r\n",
         426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
         _ => "",
     };
@@ -213,6 +222,15 @@ pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
         body.len() + 1
     );
     out.extend_from_slice(head.as_bytes());
+}
+
+/// Cuts the body off the response that starts at `start` in `out`, leaving
+/// its head (with the `Content-Length` the body would have had): the answer to
+/// a `HEAD`.
+pub fn strip_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + end + 4);
+    }
 }
 
 /// The response for a refused request.
@@ -286,6 +304,7 @@ mod tests {
             (swap("HTTP/1.1", "HTTP/1.0"), 400),
             ("GET /ws-relay/spacewar HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426),
             ("GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n".into(), 404),
+            (swap("GET", "HEAD"), 405),
             ("GARBAGE\r\n\r\n".into(), 400),
         ];
         for (req, status) in cases {

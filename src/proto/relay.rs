@@ -301,9 +301,10 @@ impl Relay {
         self.schedule(conn, now + self.config.ping_interval);
     }
 
-    /// Answers a plain `GET` and closes the connection.
+    /// Answers a plain `GET` or `HEAD` and closes the connection.
     fn serve(&mut self, conn: ConnId, listener: Listener, resource: Resource) {
         let public = listener == Listener::Public;
+        let head_only = self.is_head(conn);
         let start = self.outbox.bytes().len();
         match resource {
             Resource::Health => handshake::plain_response(200, "ok", self.outbox.bytes()),
@@ -316,6 +317,9 @@ impl Relay {
                 handshake::ok_response(page.content_type, page.body, self.outbox.bytes());
             }
             Resource::Metrics | Resource::Page(_) => return self.refuse(conn, HandshakeError::NotFound),
+        }
+        if head_only {
+            handshake::strip_body(self.outbox.bytes(), start);
         }
         self.outbox.send(conn, start);
         self.finish(conn, CloseReason::HttpServed);
@@ -495,11 +499,21 @@ impl Relay {
         }
     }
 
+    /// True while `conn` is in its handshake and its request is a `HEAD`.
+    fn is_head(&self, conn: ConnId) -> bool {
+        let c = self.conns.get(conn.index()).filter(|c| c.id == conn);
+        matches!(c.map(|c| &c.phase), Some(Phase::Handshake { reader, .. }) if reader.is_head())
+    }
+
     /// Answers a refused request with its status and closes the connection.
     fn refuse(&mut self, conn: ConnId, e: HandshakeError) {
         *self.stats.refused.entry(e.http_status()).or_default() += 1;
+        let head_only = self.is_head(conn);
         let start = self.outbox.bytes().len();
         handshake::error_response(e, self.outbox.bytes());
+        if head_only {
+            handshake::strip_body(self.outbox.bytes(), start);
+        }
         self.outbox.send(conn, start);
         self.finish(conn, CloseReason::Handshake(e));
     }
