@@ -51,6 +51,11 @@ struct Args {
     /// Ramp: each step multiplies the rate by this.
     #[arg(long, default_value_t = 1.25)]
     ramp_factor: f64,
+    /// Ramp: times a failed step is measured again before the ramp stops. A
+    /// relay that cannot keep up fails every time; one stalled by a noisy
+    /// machine for a moment does not.
+    #[arg(long, default_value_t = 1)]
+    ramp_retries: u32,
     /// Ramp: the step fails when more than this fraction is lost.
     #[arg(long, default_value_t = 0.01)]
     max_loss: f64,
@@ -125,13 +130,20 @@ fn run(args: &Args) -> Result<(), String> {
             fleet.join_rooms(args.rooms, args.clients)?;
             let mut rate = args.rate;
             let mut best: Option<Step> = None;
-            loop {
-                let step = measure(&mut fleet, args, rate)?;
-                step.print(args.json, "ramp-step");
-                let ok = step.loss <= args.max_loss && step.p99_ms() <= args.max_p99_ms;
-                if !ok {
-                    break;
-                }
+            'ramp: loop {
+                let mut attempt = 0;
+                let step = loop {
+                    let step = measure(&mut fleet, args, rate)?;
+                    step.print(args.json, "ramp-step");
+                    if step.loss <= args.max_loss && step.p99_ms() <= args.max_p99_ms {
+                        break step;
+                    }
+                    attempt += 1;
+                    if attempt > args.ramp_retries {
+                        break 'ramp;
+                    }
+                    fleet.settle(Duration::from_secs(2));
+                };
                 best = Some(step);
                 rate *= args.ramp_factor;
                 fleet.settle(Duration::from_secs(2));
