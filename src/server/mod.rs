@@ -504,7 +504,10 @@ impl Outputs<'_> {
             return;
         }
         client.out.extend_from_slice(bytes);
-        self.mark(key);
+        if !client.queued {
+            client.queued = true;
+            self.to_flush.push(key);
+        }
     }
 
     fn mark(&mut self, key: usize) {
