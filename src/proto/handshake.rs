@@ -189,17 +189,23 @@ pub fn accept_response(accept: &str, out: &mut Vec<u8>) {
 /// A 200 response carrying `body`, after which the connection is closed.
 /// Pages change with the binary, so browsers revalidate rather than cache.
 pub fn ok_response(content_type: &str, body: &[u8], out: &mut Vec<u8>) {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
-         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
+    let headers = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
+    response(200, headers, content_type, body, out);
 }
 
 /// A plain response with a text body, after which the connection is closed.
 pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
+    let headers = match status {
+        405 => "Allow: GET, HEAD\r\n",
+        426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        _ => "",
+    };
+    response(status, headers, "text/plain; charset=utf-8", format!("{body}\n").as_bytes(), out);
+}
+
+/// Every response but the 101: `headers` (each ending in CRLF) join the
+/// content headers, and the connection closes after the body.
+fn response(status: u16, headers: &str, content_type: &str, body: &[u8], out: &mut Vec<u8>) {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -212,16 +218,13 @@ pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
-    let extra = match status {
-        405 => "Allow: GET, HEAD\r\n",
-        426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-        _ => "",
-    };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
-        body.len() + 1
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}\
+         Connection: close\r\n\r\n",
+        body.len()
     );
     out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Cuts the body off the response that starts at `start` in `out`, leaving

@@ -117,30 +117,22 @@ pub fn render(stats: &Stats, gauges: Gauges, driver: &DriverMetrics, out: &mut V
     );
     metric("ws_relay_received_bytes_total", "counter", "Bytes read from clients.", &[("", stats.bytes_received)]);
     metric("ws_relay_sent_bytes_total", "counter", "Bytes queued for clients.", &[("", gauges.bytes_sent)]);
-    let c = &stats.closes;
-    metric(
-        "ws_relay_closes_total",
-        "counter",
-        "Connections ended, by reason.",
-        &[
-            ("{reason=\"client_close\"}", c.client_close),
-            ("{reason=\"transport_closed\"}", c.transport_closed),
-            ("{reason=\"slow_consumer\"}", c.slow_consumer),
-            ("{reason=\"protocol_error\"}", c.protocol_error),
-            ("{reason=\"relay_error\"}", c.relay_error),
-            ("{reason=\"rate_limited\"}", c.rate_limited),
-            ("{reason=\"handshake_refused\"}", c.handshake_refused),
-            ("{reason=\"http_served\"}", c.http_served),
-            ("{reason=\"keepalive_timeout\"}", c.keepalive_timeout),
-            ("{reason=\"shutdown\"}", c.shutdown),
-        ],
-    );
-    let labels: Vec<String> = STATUSES.iter().map(|s| format!("{{status=\"{s}\"}}")).collect();
-    let refused: Vec<(&str, u64)> =
-        STATUSES.iter().zip(&labels).map(|(s, l)| (l.as_str(), stats.refused.get(s).copied().unwrap_or(0))).collect();
-    metric("ws_relay_handshakes_rejected_total", "counter", "HTTP requests refused, by response status.", &refused);
+    let closes = labelled("reason", stats.closes.by_reason());
+    metric("ws_relay_closes_total", "counter", "Connections ended, by reason.", &borrowed(&closes));
+    let refused = labelled("status", STATUSES.map(|s| (s, stats.refused.get(&s).copied().unwrap_or(0))));
+    let help = "HTTP requests refused, by response status.";
+    metric("ws_relay_handshakes_rejected_total", "counter", help, &borrowed(&refused));
     render_turns(&driver.turns, &mut text);
     out.extend_from_slice(text.as_bytes());
+}
+
+/// Samples with one label each: `{name="value"}` and the count.
+fn labelled<V: std::fmt::Display>(name: &str, samples: impl IntoIterator<Item = (V, u64)>) -> Vec<(String, u64)> {
+    samples.into_iter().map(|(v, n)| (format!("{{{name}=\"{v}\"}}"), n)).collect()
+}
+
+fn borrowed(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples.iter().map(|(l, n)| (l.as_str(), *n)).collect()
 }
 
 fn render_turns(turns: &TurnHistogram, text: &mut String) {

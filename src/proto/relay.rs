@@ -121,7 +121,7 @@ impl Relay {
 
     /// The room name and id of `conn`, while it is in a room.
     pub fn member(&self, conn: ConnId) -> Option<(&[u8], u64)> {
-        let c = self.conns.get(conn.index()).filter(|c| c.id == conn)?;
+        let c = self.get(conn)?;
         let Phase::Open { member: Some((room, id)), .. } = c.phase else { return None };
         Some((&self.rooms.get(room)?.name, id))
     }
@@ -164,7 +164,7 @@ impl Relay {
     /// oldest, and forgets arrivals that are no longer in their handshake.
     fn push_out_handshakes(&mut self) {
         while let Some(&oldest) = self.arrivals.front() {
-            let waiting = matches!(self.get_mut(oldest).map(|c| &c.phase), Some(Phase::Handshake { .. }));
+            let waiting = matches!(self.get(oldest).map(|c| &c.phase), Some(Phase::Handshake { .. }));
             if waiting && self.pending <= self.config.capacity.max_handshakes {
                 return;
             }
@@ -256,6 +256,10 @@ impl Relay {
         self.timers.next()
     }
 
+    fn get(&self, conn: ConnId) -> Option<&Conn> {
+        self.conns.get(conn.index()).filter(|c| c.id == conn)
+    }
+
     fn get_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(conn.index()).filter(|c| c.id == conn)
     }
@@ -304,25 +308,33 @@ impl Relay {
     /// Answers a plain `GET` or `HEAD` and closes the connection.
     fn serve(&mut self, conn: ConnId, listener: Listener, resource: Resource) {
         let public = listener == Listener::Public;
-        let head_only = self.is_head(conn);
-        let start = self.outbox.bytes().len();
         match resource {
-            Resource::Health => handshake::plain_response(200, "ok", self.outbox.bytes()),
+            Resource::Health => self.respond(conn, |out| handshake::plain_response(200, "ok", out)),
             Resource::Metrics if !public || self.config.serve_metrics => {
                 let mut body = Vec::with_capacity(4096);
                 self.render_metrics(&mut body);
-                handshake::ok_response("text/plain; version=0.0.4; charset=utf-8", &body, self.outbox.bytes());
+                let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                self.respond(conn, |out| handshake::ok_response(content_type, &body, out));
             }
             Resource::Page(page) if public && self.config.serve_pages => {
-                handshake::ok_response(page.content_type, page.body, self.outbox.bytes());
+                self.respond(conn, |out| handshake::ok_response(page.content_type, page.body, out));
             }
             Resource::Metrics | Resource::Page(_) => return self.refuse(conn, HandshakeError::NotFound),
         }
+        self.finish(conn, CloseReason::HttpServed);
+    }
+
+    /// Queues the HTTP response `write` makes for `conn`, without its body
+    /// when the request was a `HEAD`.
+    fn respond(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        let head_only =
+            self.get(conn).is_some_and(|c| matches!(&c.phase, Phase::Handshake { reader, .. } if reader.is_head()));
+        let start = self.outbox.bytes().len();
+        write(self.outbox.bytes());
         if head_only {
             handshake::strip_body(self.outbox.bytes(), start);
         }
         self.outbox.send(conn, start);
-        self.finish(conn, CloseReason::HttpServed);
     }
 
     /// A browser page from another site may not open a socket here (cross-site
@@ -499,22 +511,10 @@ impl Relay {
         }
     }
 
-    /// True while `conn` is in its handshake and its request is a `HEAD`.
-    fn is_head(&self, conn: ConnId) -> bool {
-        let c = self.conns.get(conn.index()).filter(|c| c.id == conn);
-        matches!(c.map(|c| &c.phase), Some(Phase::Handshake { reader, .. }) if reader.is_head())
-    }
-
     /// Answers a refused request with its status and closes the connection.
     fn refuse(&mut self, conn: ConnId, e: HandshakeError) {
         *self.stats.refused.entry(e.http_status()).or_default() += 1;
-        let head_only = self.is_head(conn);
-        let start = self.outbox.bytes().len();
-        handshake::error_response(e, self.outbox.bytes());
-        if head_only {
-            handshake::strip_body(self.outbox.bytes(), start);
-        }
-        self.outbox.send(conn, start);
+        self.respond(conn, |out| handshake::error_response(e, out));
         self.finish(conn, CloseReason::Handshake(e));
     }
 

@@ -52,6 +52,22 @@ pub struct CloseCounts {
 }
 
 impl CloseCounts {
+    /// Each counter with the name `/metrics` labels it with.
+    pub fn by_reason(&self) -> [(&'static str, u64); 10] {
+        [
+            ("client_close", self.client_close),
+            ("transport_closed", self.transport_closed),
+            ("slow_consumer", self.slow_consumer),
+            ("protocol_error", self.protocol_error),
+            ("relay_error", self.relay_error),
+            ("rate_limited", self.rate_limited),
+            ("handshake_refused", self.handshake_refused),
+            ("http_served", self.http_served),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("shutdown", self.shutdown),
+        ]
+    }
+
     /// Counts one close.
     pub fn add(&mut self, reason: CloseReason) {
         let counter = match reason {

@@ -367,14 +367,16 @@ impl Server {
                     let Some(key) = client_key(out.clients, out.by_conn, conn) else { continue };
                     if reason == CloseReason::SlowConsumer {
                         // It is not reading: nothing queued for it would get through.
-                        let mut client = out.clients.remove(key);
-                        let _ = self.poll.registry().deregister(&mut client.stream);
+                        close_socket(&self.poll, out.clients.remove(key));
                         continue;
                     }
                     let deadline = self.now + LINGER;
-                    out.clients[key].closing = Some(deadline);
+                    let client = &mut out.clients[key];
+                    client.closing = Some(deadline);
                     self.lingering.push_back((deadline, key));
-                    out.mark(key);
+                    if client.mark_queued() {
+                        out.to_flush.push(key);
+                    }
                 }
             }
         }
@@ -434,22 +436,25 @@ impl Server {
 
     /// Closes a client's socket.
     fn remove(&mut self, key: usize) {
-        if let Some(mut client) = self.clients.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut client.stream);
+        if let Some(client) = self.clients.try_remove(key) {
+            close_socket(&self.poll, client);
         }
     }
 
     fn mark_flush(&mut self, key: usize) {
-        if let Some(client) = self.clients.get_mut(key) {
-            if !client.queued {
-                client.queued = true;
-                self.to_flush.push(key);
-            }
+        if self.clients.get_mut(key).is_some_and(Client::mark_queued) {
+            self.to_flush.push(key);
         }
     }
 }
 
 impl Client {
+    /// Marks it for this turn's flush; true the first time, when the caller
+    /// must add it to the flush list.
+    fn mark_queued(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
     /// Writes what is pending in one call; a short write waits for the next
     /// writable event.
     fn write_out(&mut self) -> io::Result<()> {
@@ -472,6 +477,10 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+fn close_socket(poll: &Poll, mut client: Client) {
+    let _ = poll.registry().deregister(&mut client.stream);
 }
 
 fn client_key(clients: &Slab<Client>, by_conn: &[usize], conn: ConnId) -> Option<usize> {
@@ -504,16 +513,7 @@ impl Outputs<'_> {
             return;
         }
         client.out.extend_from_slice(bytes);
-        if !client.queued {
-            client.queued = true;
-            self.to_flush.push(key);
-        }
-    }
-
-    fn mark(&mut self, key: usize) {
-        let client = &mut self.clients[key];
-        if !client.queued {
-            client.queued = true;
+        if client.mark_queued() {
             self.to_flush.push(key);
         }
     }
