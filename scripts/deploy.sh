@@ -139,6 +139,21 @@ check_through_proxy() {
 
 summary=()
 
+# Runs proxy NAME (the command after OUT, its output to OUT) on PORT, checks
+# the relay through it against the relay log LOG, and stops it.
+check_proxy() {
+    local name=$1 port=$2 log=$3 out=$4
+    shift 4
+    "$@" >"$out" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    wait_https "$port" || fail "$name did not start"
+    check_through_proxy "$port" "$log"
+    kill "$pid"
+    wait "$pid" || true
+    summary+=("$name: passed")
+}
+
 echo "== nginx $(nginx -v 2>&1 | sed 's|.*/||'): deploy/nginx.conf"
 start_relay trace nginx
 port=$(free_port)
@@ -167,14 +182,8 @@ http {
 }
 EOF
 nginx -t -q -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" || fail "nginx -t"
-nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" &
-nginx_pid=$!
-pids+=("$nginx_pid")
-wait_https "$port" || fail "nginx did not start"
-check_through_proxy "$port" "$tmp/relay-nginx.log"
-kill "$nginx_pid"
-wait "$nginx_pid" || true
-summary+=("nginx: passed")
+check_proxy nginx "$port" "$tmp/relay-nginx.log" "$tmp/nginx/stderr.log" \
+    nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf"
 
 echo "== systemd unit: deploy/ws-relay.service"
 cp "$relay_bin" "$tmp/ws-relay"
@@ -212,15 +221,9 @@ if command -v caddy >/dev/null; then
 }
 import $tmp/caddy/Caddyfile.site
 EOF
-    HOME=$tmp/caddy XDG_CONFIG_HOME=$tmp/caddy/config XDG_DATA_HOME=$tmp/caddy/data \
-        caddy run --config "$tmp/caddy/Caddyfile" --adapter caddyfile >"$tmp/caddy/caddy.log" 2>&1 &
-    caddy_pid=$!
-    pids+=("$caddy_pid")
-    wait_https "$port" || fail "caddy did not start"
-    check_through_proxy "$port" "$tmp/relay-caddy.log"
-    kill "$caddy_pid"
-    wait "$caddy_pid" || true
-    summary+=("caddy: passed")
+    check_proxy caddy "$port" "$tmp/relay-caddy.log" "$tmp/caddy/caddy.log" \
+        env HOME="$tmp/caddy" XDG_CONFIG_HOME="$tmp/caddy/config" XDG_DATA_HOME="$tmp/caddy/data" \
+        caddy run --config "$tmp/caddy/Caddyfile" --adapter caddyfile
 else
     echo "== caddy: not installable here, deploy/Caddyfile untested"
     summary+=("caddy: NOT TESTED (no caddy package)")
