@@ -1,35 +1,46 @@
 //! The ws-relay core inside a tokio runtime instead of the mio driver: proof
 //! that the core embeds in any event loop. One task owns the `Relay`; socket
-//! tasks only move bytes to and from it, so the core needs no lock.
+//! tasks only move bytes to and from it, so the core needs no lock. It follows
+//! the driver's contract in `Relay`'s documentation, as the mio server does.
 //!
 //! Run: `cargo run --no-default-features --example tokio_embed -- 127.0.0.1:7928`
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use ws_relay::{Action, CloseReason, Config, ConnId, Relay};
 
-/// Writes queued for one client before it counts as a slow consumer. The core
-/// never holds back its peers for it; the driver has to bound the queue.
-const MAX_QUEUED: usize = 256;
+/// How long a closed client has to take the last bytes queued for it.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// What the socket tasks tell the core task.
 enum Input {
     Accepted(TcpStream),
     Read(ConnId, Vec<u8>),
-    Ended(ConnId),
+    /// The client ended its stream; it may still read.
+    Eof(ConnId),
+    /// Reading or writing failed: the transport is gone.
+    Failed(ConnId),
+    /// The writer put this many bytes on the socket.
+    Written(ConnId, usize),
+    /// A closed client's time to take its last bytes is up.
+    Linger(ConnId),
 }
 
 /// A connection as the core task holds it.
 struct Peer {
-    /// Shared buffers: a broadcast is copied out of the core once, not per recipient.
-    output: mpsc::Sender<Arc<[u8]>>,
+    /// The writer's queue. One chunk at a time is in flight: the core holds
+    /// every byte until the writer reports it written, so the core's output
+    /// bound covers what waits here too.
+    output: mpsc::Sender<Vec<u8>>,
+    in_flight: bool,
+    /// The core closed it: the writer finishes and shuts the socket down.
+    closing: bool,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -53,13 +64,13 @@ pub async fn serve(listener: TcpListener) {
                 // Out of descriptors or an aborted handshake: both pass, so wait, not quit.
                 Err(e) => {
                     eprintln!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
     });
 
-    let mut relay = Relay::new(Config::default());
+    let mut relay = Relay::new(Config::default()).expect("the default configuration is valid");
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     loop {
         let deadline = relay.poll_timeout().map(tokio::time::Instant::from_std);
@@ -70,6 +81,8 @@ pub async fn serve(listener: TcpListener) {
         };
         // The core never reads a clock: the driver passes the time in.
         let now = Instant::now();
+        // A connection whose writer may take more now, besides those the core names.
+        let mut ready = None;
         match next {
             Some(Input::Accepted(stream)) => {
                 // The id must come from the core before the tasks that tag bytes with it start.
@@ -77,22 +90,46 @@ pub async fn serve(listener: TcpListener) {
                 peers.insert(conn, spawn_peer(conn, stream, &inputs));
             }
             Some(Input::Read(conn, bytes)) => relay.handle_read(conn, &bytes, now),
-            Some(Input::Ended(conn)) => relay.handle_close(conn, now),
+            Some(Input::Eof(conn)) => relay.handle_eof(conn, now),
+            Some(Input::Failed(conn)) => {
+                if let Some(peer) = peers.remove(&conn) {
+                    peer.reader.abort();
+                    peer.writer.abort();
+                }
+                relay.handle_close(conn, now);
+            }
+            Some(Input::Written(conn, n)) => {
+                relay.handle_written(conn, n);
+                if let Some(peer) = peers.get_mut(&conn) {
+                    peer.in_flight = false;
+                    ready = Some(conn);
+                }
+            }
+            Some(Input::Linger(conn)) => {
+                if let Some(peer) = peers.remove(&conn) {
+                    peer.writer.abort();
+                    // What it did not take is dropped with it.
+                    relay.handle_close(conn, now);
+                }
+            }
             None => relay.handle_timeout(now),
         }
-        apply(&mut relay, &mut peers, now);
+        apply(&mut relay, &mut peers, &inputs, ready);
     }
 }
 
 fn spawn_peer(conn: ConnId, stream: TcpStream, inputs: &mpsc::Sender<Input>) -> Peer {
     let (mut rd, mut wr) = stream.into_split();
-    let (output, mut outgoing) = mpsc::channel::<Arc<[u8]>>(MAX_QUEUED);
+    let (output, mut outgoing) = mpsc::channel::<Vec<u8>>(1);
     let events = inputs.clone();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = outgoing.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
+            let reply = match wr.write_all(&bytes).await {
+                Ok(()) => Input::Written(conn, bytes.len()),
                 // The reader may never notice a dead peer; the core must hear it now.
-                let _ = events.send(Input::Ended(conn)).await;
+                Err(_) => Input::Failed(conn),
+            };
+            if events.send(reply).await.is_err() {
                 return;
             }
         }
@@ -102,61 +139,59 @@ fn spawn_peer(conn: ConnId, stream: TcpStream, inputs: &mpsc::Sender<Input>) -> 
     let events = inputs.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0; 16 * 1024];
-        while let Ok(n @ 1..) = rd.read(&mut buf).await {
-            if events.send(Input::Read(conn, buf[..n].to_vec())).await.is_err() {
-                return;
-            }
-        }
-        let _ = events.send(Input::Ended(conn)).await;
-    });
-    Peer { output, reader, writer }
-}
-
-/// Drains the core's actions, as it requires after every input. Clients that
-/// pass `MAX_QUEUED` are reported once the core no longer lends its buffers,
-/// and what that makes the core do is drained in turn.
-fn apply(relay: &mut Relay, peers: &mut HashMap<ConnId, Peer>, now: Instant) {
-    loop {
-        let mut slow = Vec::new();
-        while let Some(action) = relay.poll_action() {
-            match action {
-                Action::Send { to, bytes } => deliver(peers, to, bytes.into(), &mut slow),
-                Action::Broadcast { to, bytes } => {
-                    let bytes: Arc<[u8]> = bytes.into();
-                    to.iter().for_each(|&c| deliver(peers, c, bytes.clone(), &mut slow));
-                }
-                Action::Close { conn, reason } => {
-                    let Some(Peer { output, reader, writer }) = peers.remove(&conn) else { continue };
-                    // Ending the queue lets the writer flush what is in it, then send FIN.
-                    drop(output);
-                    reader.abort();
-                    if reason == CloseReason::SlowConsumer {
-                        // It is not reading: its backlog would never drain.
-                        writer.abort();
-                    } else {
-                        // A client that stops reading gets as long as a close handshake.
-                        let linger = relay.config().close_timeout;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(linger).await;
-                            writer.abort();
-                        });
+        let end = loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => break Input::Eof(conn),
+                Ok(n) => {
+                    if events.send(Input::Read(conn, buf[..n].to_vec())).await.is_err() {
+                        return;
                     }
                 }
+                Err(_) => break Input::Failed(conn),
             }
-        }
-        if slow.is_empty() {
-            return;
-        }
-        slow.into_iter().for_each(|conn| relay.handle_slow_consumer(conn, now));
-    }
+        };
+        let _ = events.send(end).await;
+    });
+    Peer { output, in_flight: false, closing: false, reader, writer }
 }
 
-fn deliver(peers: &HashMap<ConnId, Peer>, conn: ConnId, bytes: Arc<[u8]>, slow: &mut Vec<ConnId>) {
-    let Some(peer) = peers.get(&conn) else { return };
-    // Never await a client's queue here: one stalled client would stall everyone.
-    if let Err(TrySendError::Full(_)) = peer.output.try_send(bytes) {
-        if !slow.contains(&conn) {
-            slow.push(conn);
+/// Carries out the core's actions and hands each writer its next bytes, as
+/// the core requires after every input.
+fn apply(relay: &mut Relay, peers: &mut HashMap<ConnId, Peer>, inputs: &mpsc::Sender<Input>, ready: Option<ConnId>) {
+    let mut ready: Vec<ConnId> = ready.into_iter().collect();
+    while let Some(action) = relay.poll_action() {
+        let Action::Close { conn, reason } = action else { continue };
+        let Some(peer) = peers.get_mut(&conn) else { continue };
+        ready.push(conn);
+        peer.reader.abort();
+        if reason == CloseReason::SlowConsumer {
+            // It is not reading: nothing queued for it would get through.
+            peer.writer.abort();
+            peers.remove(&conn);
+            continue;
+        }
+        peer.closing = true;
+        let linger = inputs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let _ = linger.send(Input::Linger(conn)).await;
+        });
+    }
+    ready.extend(std::iter::from_fn(|| relay.poll_transmit()));
+    for conn in ready {
+        let Some(peer) = peers.get_mut(&conn) else { continue };
+        if peer.in_flight {
+            continue;
+        }
+        let pending = relay.pending(conn);
+        if !pending.is_empty() {
+            // The writer's queue holds one chunk and is empty now, so this never waits.
+            if peer.output.try_send(pending.to_vec()).is_ok() {
+                peer.in_flight = true;
+            }
+        } else if peer.closing {
+            // All written: dropping the queue lets the writer send FIN.
+            peers.remove(&conn);
         }
     }
 }

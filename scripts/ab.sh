@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { sed -n '2,14p' "$0"; exit 2; }
-cargo build --release --quiet --bin ws-relay-load
+cargo build --release --quiet --features load --bin ws-relay-load
 out=target/ab
 mkdir -p "$out"
 : >"$out/results.jsonl"

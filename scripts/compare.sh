@@ -18,7 +18,7 @@ out=target/compare
 mkdir -p "$out"
 : >"$out/results.jsonl"
 
-cargo build --release --quiet --bins
+cargo build --release --quiet --features load --bins
 (cd "$peers/tokio-tungstenite" && cargo build --release -q)
 (cd "$peers/node-ws" && { [ -d node_modules/ws ] || npm install --silent --no-audit --no-fund >/dev/null; })
 

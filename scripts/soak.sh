@@ -13,14 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=target/soak
 mkdir -p "$work"
-cargo build --release --quiet --bin ws-relay-load
+cargo build --release --quiet --features load --bin ws-relay-load
 source scripts/lib.sh
 if [ -n "${LONG:-}" ]; then
-    start_relay
+    start_relay --max-pending 16777216
     rooms=250 bad=20 seconds=60
 else
     # A short handshake timeout so the tricklers are cut off within the run.
-    start_relay --handshake-timeout 2s
+    start_relay --handshake-timeout 2s --max-pending 16777216
     rooms=25 bad=10 seconds=10
 fi
 # Twice against the same relay: the allocator keeps freed pages, so the first

@@ -5,16 +5,17 @@
 //! Each body panics when an invariant breaks; otherwise it returns quietly.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
+use crate::client::{masked_frame, upgrade_request, OpCode, Received};
 use crate::proto::error::{HandshakeError, ProtocolError};
-use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader, OpCode};
-use crate::proto::handshake::{HandshakeLimits, Request, RequestReader};
-use crate::proto::message::{Message, MessageDecoder, MessageLimits};
-use crate::proto::{Action, Config, ConnId, Relay};
+use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader};
+use crate::proto::handshake::{Request, RequestReader};
+use crate::proto::message::decode_all;
+use crate::testing::Sim;
+use crate::{Capacity, CloseReason, Config, ConnId, HandshakeLimits, MessageLimits};
 
 /// Splits `data` into a chunking seed and the input proper.
 fn seed_and_input(data: &[u8]) -> (u32, &[u8]) {
@@ -81,48 +82,6 @@ fn decode_frames<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> FrameLog {
     log
 }
 
-/// A [`Message`] copied out of its decoder.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Owned {
-    Text(Vec<u8>),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<(u16, String)>),
-}
-
-/// Decodes `pieces` in order; returns the messages and the error that stopped them, if any.
-pub(crate) fn decode_messages<'a>(
-    limits: MessageLimits,
-    pieces: impl IntoIterator<Item = &'a [u8]>,
-) -> (Vec<Owned>, Option<ProtocolError>) {
-    let mut decoder = MessageDecoder::new(limits);
-    let mut got = Vec::new();
-    for piece in pieces {
-        let mut rest = piece;
-        loop {
-            match decoder.decode(rest) {
-                Err(e) => return (got, Some(e)),
-                Ok((n, message)) => {
-                    rest = &rest[n..];
-                    let Some(message) = message else { break };
-                    got.push(match message {
-                        Message::Text(t) => {
-                            assert!(std::str::from_utf8(t).is_ok(), "text message is not UTF-8");
-                            Owned::Text(t.to_vec())
-                        }
-                        Message::Binary(b) => Owned::Binary(b.to_vec()),
-                        Message::Ping(p) => Owned::Ping(p.to_vec()),
-                        Message::Pong(p) => Owned::Pong(p.to_vec()),
-                        Message::Close(c) => Owned::Close(c.map(|(c, r)| (c, r.to_owned()))),
-                    });
-                }
-            }
-        }
-    }
-    (got, None)
-}
-
 /// Frame and message decoding: whole, in seeded chunks and a byte at a time
 /// give one result; accepted frames re-encode to the bytes they came from.
 pub fn frame_decoder(data: &[u8]) {
@@ -142,9 +101,9 @@ pub fn frame_decoder(data: &[u8]) {
     assert_eq!(&input[..encoded.len()], &encoded[..], "accepted frames re-encode differently");
 
     let limits = MessageLimits { max_message: 4096, max_fragments: 8 };
-    let messages = decode_messages(limits, [input]);
-    assert_eq!(messages, decode_messages(limits, chunks(seed, input)));
-    assert_eq!(messages, decode_messages(limits, input.chunks(1)));
+    let messages = decode_all(limits, [input]);
+    assert_eq!(messages, decode_all(limits, chunks(seed, input)));
+    assert_eq!(messages, decode_all(limits, input.chunks(1)));
     if let Some(e) = messages.1 {
         assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
     }
@@ -257,6 +216,11 @@ pub enum Op {
         /// Which client.
         client: u8,
     },
+    /// A client ends its stream (FIN) and goes on reading.
+    Eof {
+        /// Which client.
+        client: u8,
+    },
     /// Time passes.
     Advance {
         /// By this many milliseconds.
@@ -271,63 +235,59 @@ pub enum Op {
     },
 }
 
-/// The output bound the harness keeps per client, as the mio driver's `--max-pending` does.
-const MAX_PENDING: usize = 512;
-
 /// The sender, the clients that must hear it, and what they must hear.
 type Expected = (usize, Vec<usize>, Option<Received>);
 
 const ROOMS: [&str; 3] = ["/ws-relay/a", "/ws-relay/a?game=2", "/b"];
 
+/// What the fuzz oracle knows of one client, beside what the harness records.
 #[derive(Debug)]
-struct SimClient {
+struct Client {
     conn: ConnId,
-    parser: ServerParser,
+    /// Entries of its inbox already checked.
+    seen: usize,
     id: Option<u64>,
     peers: BTreeSet<u64>,
-    ended: bool,
     /// Sent bytes the relay may not read as the harness meant, so its messages can't be predicted.
     tainted: bool,
-    received: Vec<Received>,
-    /// Not reading: what the relay sends piles up, as in a driver's output buffer.
-    stalled: bool,
-    /// Bytes waiting for this client while it is stalled.
-    pending: usize,
-    /// Passed the output bound: the driver dropped the rest and told the core.
-    cut: bool,
 }
 
-/// A whole relay session driven by fuzzer-chosen operations, checking on
-/// every step: every byte to a client parses as a valid HTTP response then
-/// server frames; each client's first message is `self`; the `join` and
-/// `quit` notices it hears track the room's real membership; a message reaches
-/// exactly the clients it names, with the sender's id; nothing is sent to a
-/// connection after its `Close`; a client that stops reading is cut off once
-/// its queued bytes pass the bound, and the others hear it quit.
+/// A whole relay session driven by fuzzer-chosen operations through the
+/// shared harness ([`Sim`]), checking on every step: every byte to a client
+/// parses as a valid HTTP response then server frames; each client's first
+/// message is `self`; the `join` and `quit` notices it hears track the room's
+/// real membership; a message reaches exactly the clients it names, with the
+/// sender's id; nothing is queued for a connection after its `Close`; the
+/// core's own output bound holds for every upgraded client, and one that
+/// stops reading is cut off once it would pass it, and its room hears it quit.
 pub fn session(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else { return };
+    let message = MessageLimits { max_message: 2048, max_fragments: 8 };
+    let capacity = Capacity { max_room_clients: 8, ..Config::DEFAULT.capacity };
     let config = Config {
-        message: MessageLimits { max_message: 2048, max_fragments: 8 },
+        message,
+        capacity,
         ping_interval: Duration::from_secs(2),
         ping_timeout: Duration::from_secs(2),
         close_timeout: Duration::from_secs(1),
         handshake_timeout: Duration::from_secs(1),
-        ..Config::default()
+        ..Config::DEFAULT
     };
-    let mut sim = Sim { relay: Relay::new(config), now: Instant::now(), clients: Vec::new() };
+    // The smallest bound the configuration allows, so stalled clients reach it.
+    let config = Config { max_pending: config.min_pending(), ..config };
+    let mut fuzz = Fuzz { sim: Sim::new(config), clients: Vec::new() };
     for op in ops.into_iter().take(64) {
-        sim.step(op);
+        fuzz.step(op);
     }
 }
 
-struct Sim {
-    relay: Relay,
-    now: Instant,
-    clients: Vec<SimClient>,
+struct Fuzz {
+    sim: Sim,
+    clients: Vec<Client>,
 }
 
-impl Sim {
+impl Fuzz {
     fn pick(&self, client: u8) -> Option<usize> {
         (!self.clients.is_empty()).then(|| client as usize % self.clients.len())
     }
@@ -387,65 +347,52 @@ impl Sim {
             }
             Op::Drop { client } => {
                 let Some(i) = self.pick(client) else { return };
-                let c = &mut self.clients[i];
-                c.tainted = true;
-                self.relay.handle_close(c.conn, self.now);
+                self.clients[i].tainted = true;
+                self.sim.drop_transport(self.clients[i].conn);
             }
-            Op::Advance { millis } => {
-                self.now += Duration::from_millis(u64::from(millis));
-                self.relay.handle_timeout(self.now);
+            Op::Eof { client } => {
+                let Some(i) = self.pick(client) else { return };
+                self.clients[i].tainted = true;
+                self.sim.eof(self.clients[i].conn);
             }
-            Op::Shutdown => self.relay.shutdown(self.now),
+            Op::Advance { millis } => self.sim.advance(Duration::from_millis(u64::from(millis))),
+            Op::Shutdown => {
+                self.sim.relay.shutdown(self.sim.now);
+                self.sim.drain();
+            }
             Op::Stall { client } => {
                 let Some(i) = self.pick(client) else { return };
-                let c = &mut self.clients[i];
-                c.stalled = !c.stalled;
-                if !c.stalled {
-                    c.pending = 0;
-                }
+                let conn = self.clients[i].conn;
+                let stalled = !self.sim.peer(conn).stalled;
+                self.sim.stall(conn, stalled);
             }
         }
-        let before: Vec<usize> = self.clients.iter().map(|c| c.received.len()).collect();
-        self.drain();
-        self.check(&before, expect);
+        self.check(expect);
     }
 
     fn feed(&mut self, i: usize, bytes: &[u8], tainted: bool) {
         let c = &mut self.clients[i];
         c.tainted |= tainted;
-        if !c.ended {
-            self.relay.handle_read(c.conn, bytes, self.now);
-        }
+        self.sim.feed(c.conn, bytes);
     }
 
     fn connect(&mut self, valid: bool, request: &[u8]) {
         if self.clients.len() >= 24 {
             return;
         }
-        let conn = self.relay.handle_connect(self.now);
-        self.clients.push(SimClient {
-            conn,
-            parser: ServerParser::default(),
-            id: None,
-            peers: BTreeSet::new(),
-            ended: false,
-            tainted: !valid,
-            received: Vec::new(),
-            stalled: false,
-            pending: 0,
-            cut: false,
-        });
-        self.relay.handle_read(conn, request, self.now);
+        let conn = self.sim.connect_raw(request);
+        self.clients.push(Client { conn, seen: 0, id: None, peers: BTreeSet::new(), tainted: !valid });
     }
 
     /// Who must receive what when client `i` sends a well-formed message.
     fn expected(&self, i: usize, target: &FuzzTarget, binary: bool, body: &[u8]) -> Option<Expected> {
-        let Some((room, id)) = self.relay.member(self.clients[i].conn) else {
+        let relay = &self.sim.relay;
+        let Some((room, id)) = relay.member(self.clients[i].conn) else {
             // A client that is closing, or not upgraded, is not heard.
             return Some((i, Vec::new(), None));
         };
         let by_id: BTreeMap<u64, usize> = (self.clients.iter().enumerate())
-            .filter_map(|(j, c)| self.relay.member(c.conn).filter(|(r, _)| *r == room).map(|(_, id)| (id, j)))
+            .filter_map(|(j, c)| relay.member(c.conn).filter(|(r, _)| *r == room).map(|(_, id)| (id, j)))
             .collect();
         let recipients = match target {
             FuzzTarget::All => by_id.iter().filter(|(&k, _)| k != id).map(|(_, &j)| j).collect(),
@@ -462,65 +409,28 @@ impl Sim {
         Some((i, recipients, Some(message)))
     }
 
-    /// Drains the core's actions into the clients, as a driver would: a stalled
-    /// client's bytes pile up until they pass `MAX_PENDING`; then the rest is
-    /// dropped and the core is told, and what that makes it do is drained too.
-    fn drain(&mut self) {
-        let index: BTreeMap<ConnId, usize> = self.clients.iter().enumerate().map(|(i, c)| (c.conn, i)).collect();
-        loop {
-            let mut overflowed = Vec::new();
-            while let Some(action) = self.relay.poll_action() {
-                let (targets, bytes): (Vec<ConnId>, &[u8]) = match action {
-                    Action::Send { to, bytes } => (vec![to], bytes),
-                    Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
-                    Action::Close { conn, .. } => {
-                        let c = &mut self.clients[index[&conn]];
-                        assert!(!c.ended, "{conn} closed twice");
-                        c.ended = true;
-                        continue;
-                    }
-                };
-                for conn in targets {
-                    let c = &mut self.clients[index[&conn]];
-                    assert!(!c.ended, "bytes sent to {conn} after its Close");
-                    if c.cut {
-                        continue;
-                    }
-                    if c.stalled && c.pending + bytes.len() > MAX_PENDING {
-                        c.cut = true;
-                        overflowed.push(conn);
-                        continue;
-                    }
-                    if c.stalled {
-                        c.pending += bytes.len();
-                    }
-                    if let Err(e) = c.parser.feed(bytes, &mut c.received) {
-                        panic!("{conn} got bytes no server may send: {e:?}");
-                    }
-                }
-            }
-            if overflowed.is_empty() {
-                return;
-            }
-            for conn in overflowed {
-                self.relay.handle_slow_consumer(conn, self.now);
-            }
-        }
-    }
-
-    fn check(&mut self, before: &[usize], expect: Option<Expected>) {
-        let open = self.clients.iter().filter(|c| !c.ended).count();
-        assert_eq!(self.relay.connections(), open, "the core and the clients disagree on who is connected");
+    fn check(&mut self, expect: Option<Expected>) {
+        let relay = &self.sim.relay;
+        let held = (self.clients.iter())
+            .filter(|c| self.sim.closed(c.conn).is_none() || !relay.pending(c.conn).is_empty())
+            .count();
+        assert_eq!(relay.connections(), held, "the core holds connections nobody has, or lost some");
+        let bound = relay.config().max_pending;
         for (i, c) in self.clients.iter_mut().enumerate() {
-            assert!(c.pending <= MAX_PENDING, "client {i}: {} bytes queued, over the bound", c.pending);
-            if c.cut {
+            let peer = self.sim.peer(c.conn);
+            let upgraded = peer.raw.starts_with(b"HTTP/1.1 101 ");
+            let pending = relay.pending(c.conn).len();
+            assert!(!upgraded || pending <= bound, "client {i}: {pending} bytes queued, over the bound {bound}");
+            if peer.closed == Some(CloseReason::SlowConsumer) {
                 // It lost bytes on purpose, and the core has let it go.
-                assert!(c.ended, "client {i} passed the output bound but is still connected");
                 continue;
             }
-            let start = before.get(i).copied().unwrap_or(0);
+            if peer.stalled {
+                // Nothing reaches it; its inbox is checked once it reads again.
+                continue;
+            }
             let mut data = Vec::new();
-            for r in &c.received[start..] {
+            for r in &peer.inbox[c.seen..] {
                 let (source, rest) = match r {
                     Received::Text(t) => match t.split_once(' ') {
                         Some((s, rest)) => (s.as_bytes().to_vec(), rest.as_bytes().to_vec()),
@@ -545,14 +455,15 @@ impl Sim {
                     }
                 }
             }
+            c.seen = peer.inbox.len();
             // Only one client sent this step, so everyone else must have heard exactly what it said.
             if let Some((sender, recipients, message)) = &expect {
                 let want: Vec<Received> = message.iter().filter(|_| recipients.contains(&i)).cloned().collect();
                 assert_eq!(data, want, "client {i} after a message from client {sender}");
             }
-            if let Some((room, me)) = self.relay.member(c.conn) {
+            if let Some((room, me)) = relay.member(c.conn) {
                 assert_eq!(Some(me), c.id, "client {i} was told another id");
-                let others: BTreeSet<u64> = self.relay.members(room).into_iter().filter(|&m| m != me).collect();
+                let others: BTreeSet<u64> = relay.members(room).into_iter().filter(|&m| m != me).collect();
                 assert_eq!(c.peers, others, "client {i} (id {me}) has a wrong view of its room");
             }
         }

@@ -1,34 +1,50 @@
 //! ws-relay: a WebSocket relay for multiplayer browser games.
 //!
-//! [`proto`] is the core, a deterministic state machine with no I/O that any
-//! event loop can drive; [`server`] is the single-threaded mio driver the
-//! `ws-relay` binary runs (feature `server`, on by default).
+//! The core, [`Relay`], is a deterministic state machine with no I/O: no
+//! sockets, no clock reads, no threads, no randomness. A driver feeds it bytes
+//! and the time through its `handle_*` methods and takes out bytes to write
+//! ([`Relay::poll_transmit`], [`Relay::pending`]), things to do
+//! ([`Relay::poll_action`]) and when to wake up ([`Relay::poll_timeout`]);
+//! [`Relay`]'s documentation gives the rules. [`server`] is the mio driver the
+//! `ws-relay` binary runs (feature `server`, on by default); `client` helps
+//! tools speak the wire protocol.
 //!
 //! ```
 //! use std::time::Instant;
-//! use ws_relay::{Action, Config, Relay};
+//! use ws_relay::{Config, Relay};
 //!
-//! let mut relay = Relay::new(Config::default());
+//! let mut relay = Relay::new(Config::default()).expect("the defaults are valid");
 //! let now = Instant::now();
 //! let conn = relay.handle_connect(now);
 //! relay.handle_read(conn, b"GET /ws-relay/demo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 //!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 //!     Sec-WebSocket-Version: 13\r\n\r\n", now);
-//! let Some(Action::Send { to, bytes }) = relay.poll_action() else { panic!() };
-//! assert_eq!(to, conn);
+//! assert_eq!(relay.poll_transmit(), Some(conn));
+//! let bytes = relay.pending(conn);
 //! assert!(bytes.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
 //! assert!(bytes.ends_with(b"\x81\x061 self"));
 //! ```
 
+#![warn(unreachable_pub, missing_docs)]
+
+pub mod client;
 #[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
-pub mod proto;
+mod proto;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
-pub use proto::{
-    Action, CloseReason, Config, ConnId, HandshakeError, Listener, Mode, ProtocolError, Relay, RelayError,
+pub use proto::action::{Action, CloseKind, CloseReason, ConnId};
+pub use proto::config::{
+    Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, MAX_DURATION,
 };
+pub use proto::error::{HandshakeError, ProtocolError, RelayError};
+pub use proto::relay::Relay;
+pub use proto::stats::Stats;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,17 +1,19 @@
 //! `ws-relay`: the relay server. Every flag also reads from an environment variable.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info};
-use ws_relay::proto::handshake::HandshakeLimits;
-use ws_relay::proto::message::MessageLimits;
-use ws_relay::proto::rate::FloodLimits;
-use ws_relay::proto::Capacity;
-use ws_relay::server::{Server, ServerConfig};
-use ws_relay::{Config, Mode};
+use ws_relay::server::{Server, ServerConfig, StartError};
+use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode};
+
+/// The defaults every flag starts from: the core's, so they are written once.
+const D: Config = Config::DEFAULT;
+const FLOOD: FloodLimits = FloodLimits::DEFAULT;
 
 /// A low-latency WebSocket relay for multiplayer browser games.
 ///
@@ -47,39 +49,39 @@ struct Args {
     echo: bool,
 
     /// Largest message a client may send, in bytes (larger: close 1009).
-    #[arg(long, env = "WS_RELAY_MAX_MESSAGE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "WS_RELAY_MAX_MESSAGE", default_value_t = D.message.max_message)]
     max_message: usize,
 
     /// Most frames one message may be split into (more: close 1009).
-    #[arg(long, env = "WS_RELAY_MAX_FRAGMENTS", default_value_t = 1024)]
+    #[arg(long, env = "WS_RELAY_MAX_FRAGMENTS", default_value_t = D.message.max_fragments)]
     max_fragments: usize,
 
     /// Largest HTTP upgrade request head, in bytes (larger: 431).
-    #[arg(long, env = "WS_RELAY_MAX_REQUEST_HEAD", default_value_t = 8 * 1024)]
+    #[arg(long, env = "WS_RELAY_MAX_REQUEST_HEAD", default_value_t = D.handshake.max_head)]
     max_request_head: usize,
 
     /// Most header fields in the upgrade request (more: 431).
-    #[arg(long, env = "WS_RELAY_MAX_HEADERS", default_value_t = 64)]
+    #[arg(long, env = "WS_RELAY_MAX_HEADERS", default_value_t = D.handshake.max_headers)]
     max_headers: usize,
 
     /// Longest request target, i.e. room name, in bytes (longer: 414).
-    #[arg(long, env = "WS_RELAY_MAX_TARGET", default_value_t = 1024)]
+    #[arg(long, env = "WS_RELAY_MAX_TARGET", default_value_t = D.handshake.max_target)]
     max_target: usize,
 
     /// Most clients in all rooms together (more: 503 before the upgrade).
-    #[arg(long, env = "WS_RELAY_MAX_CLIENTS", default_value_t = 100_000)]
+    #[arg(long, env = "WS_RELAY_MAX_CLIENTS", default_value_t = D.capacity.max_clients)]
     max_clients: usize,
 
     /// Most clients in one room (more: 503 "room full" before the upgrade).
-    #[arg(long, env = "WS_RELAY_MAX_ROOM_CLIENTS", default_value_t = 1024)]
+    #[arg(long, env = "WS_RELAY_MAX_ROOM_CLIENTS", default_value_t = D.capacity.max_room_clients)]
     max_room_clients: usize,
 
     /// Most rooms at once (a new room past it: 503 before the upgrade).
-    #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = 100_000)]
+    #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = D.capacity.max_rooms)]
     max_rooms: usize,
 
     /// Most connections still sending their HTTP request; a new one past it pushes out the oldest (503).
-    #[arg(long, env = "WS_RELAY_MAX_HANDSHAKES", default_value_t = 1024,
+    #[arg(long, env = "WS_RELAY_MAX_HANDSHAKES", default_value_t = D.capacity.max_handshakes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_handshakes: usize,
 
@@ -88,71 +90,88 @@ struct Args {
     allow_origin: Vec<String>,
 
     /// Flood control: messages per second one client may sustain (over: close 1008). 0 turns flood control off.
-    #[arg(long, env = "WS_RELAY_FLOOD_MESSAGES", default_value_t = 1000)]
+    #[arg(long, env = "WS_RELAY_FLOOD_MESSAGES", default_value_t = FLOOD.messages_per_second)]
     flood_messages: u32,
 
     /// Flood control: messages one client may send at once.
-    #[arg(long, env = "WS_RELAY_FLOOD_BURST", default_value_t = 2000)]
+    #[arg(long, env = "WS_RELAY_FLOOD_BURST", default_value_t = FLOOD.message_burst)]
     flood_burst: u32,
 
     /// Flood control: payload bytes per second one client may sustain.
-    #[arg(long, env = "WS_RELAY_FLOOD_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "WS_RELAY_FLOOD_BYTES", default_value_t = FLOOD.bytes_per_second)]
     flood_bytes: u64,
 
     /// Flood control: payload bytes one client may send at once.
-    #[arg(long, env = "WS_RELAY_FLOOD_BYTE_BURST", default_value_t = 2 * 1024 * 1024)]
+    #[arg(long, env = "WS_RELAY_FLOOD_BYTE_BURST", default_value_t = FLOOD.byte_burst)]
     flood_byte_burst: u64,
 
     /// Time a client has to complete its upgrade request (then: 408 and close).
-    #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    handshake_timeout: Duration,
+    #[arg(long, env = "WS_RELAY_HANDSHAKE_TIMEOUT", default_value_t = Secs(D.handshake_timeout))]
+    handshake_timeout: Secs,
 
     /// A client silent this long is sent a ping.
-    #[arg(long, env = "WS_RELAY_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    ping_interval: Duration,
+    #[arg(long, env = "WS_RELAY_PING_INTERVAL", default_value_t = Secs(D.ping_interval))]
+    ping_interval: Secs,
 
     /// A pinged client silent this much longer is closed (1011).
-    #[arg(long, env = "WS_RELAY_PING_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    ping_timeout: Duration,
+    #[arg(long, env = "WS_RELAY_PING_TIMEOUT", default_value_t = Secs(D.ping_timeout))]
+    ping_timeout: Secs,
 
     /// How long the relay waits for a client to answer its close frame.
-    #[arg(long, env = "WS_RELAY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    close_timeout: Duration,
+    #[arg(long, env = "WS_RELAY_CLOSE_TIMEOUT", default_value_t = Secs(D.close_timeout))]
+    close_timeout: Secs,
 
-    /// A client that stops reading is disconnected once this many bytes wait for it.
-    #[arg(long, env = "WS_RELAY_MAX_PENDING", default_value_t = 1024 * 1024)]
+    /// A client that stops reading is disconnected once this many bytes wait for it
+    /// (at least a full room's join list plus one largest message; the relay says how much if not).
+    #[arg(long, env = "WS_RELAY_MAX_PENDING", default_value_t = D.max_pending)]
     max_pending: usize,
 
     /// On SIGTERM or SIGINT, how long to wait for clients to close before exiting.
-    #[arg(long, env = "WS_RELAY_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    drain_timeout: Duration,
+    #[arg(long, env = "WS_RELAY_DRAIN_TIMEOUT", default_value_t = Secs(Duration::from_secs(5)))]
+    drain_timeout: Secs,
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a duration like 250ms, 10s or 2m"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{s}`: {e}"))
+/// A duration flag: `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
+#[derive(Clone, Copy, Debug)]
+struct Secs(Duration);
+
+impl FromStr for Secs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+            (n, 0.001)
+        } else if let Some(n) = s.strip_suffix('s') {
+            (n, 1.0)
+        } else if let Some(n) = s.strip_suffix('m') {
+            (n, 60.0)
+        } else {
+            (s, 1.0)
+        };
+        let value: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a duration like 250ms, 10s or 2m"))?;
+        let d = Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{s}`: {e}"))?;
+        if d.is_zero() || d > ws_relay::MAX_DURATION {
+            return Err(format!("`{s}` must be more than 0 and at most {}s", ws_relay::MAX_DURATION.as_secs()));
+        }
+        Ok(Secs(d))
+    }
+}
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    // One largest message, with its frame header and the relay's `<id> ` prefix, must fit.
-    let needed = args.max_message + 64;
-    if args.max_pending < needed {
-        error!("--max-pending ({}) must be at least --max-message + 64 ({needed})", args.max_pending);
-        return ExitCode::from(2);
-    }
     let relay = Config {
         mode: if args.echo { Mode::Echo } else { Mode::Relay },
         handshake: HandshakeLimits {
@@ -176,21 +195,25 @@ fn main() -> ExitCode {
             max_rooms: args.max_rooms,
             max_handshakes: args.max_handshakes,
         },
-        handshake_timeout: args.handshake_timeout,
-        ping_interval: args.ping_interval,
-        ping_timeout: args.ping_timeout,
-        close_timeout: args.close_timeout,
+        handshake_timeout: args.handshake_timeout.0,
+        ping_interval: args.ping_interval.0,
+        ping_timeout: args.ping_timeout.0,
+        close_timeout: args.close_timeout.0,
+        max_pending: args.max_pending,
     };
     let config = ServerConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         relay,
-        drain_timeout: args.drain_timeout,
-        max_pending: args.max_pending,
+        drain_timeout: args.drain_timeout.0,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
-        Err(e) => {
+        Err(StartError::Config(e)) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+        Err(StartError::Io(e)) => {
             error!("cannot listen on {} (metrics: {:?}): {e}", config.listen, config.metrics_listen);
             return ExitCode::FAILURE;
         }
@@ -205,7 +228,7 @@ fn main() -> ExitCode {
         r.capacity.max_room_clients,
         r.capacity.max_rooms,
         r.message.max_message,
-        config.max_pending,
+        r.max_pending,
         r.flood.map_or("off".into(), |f| format!("{} msg/s burst {}", f.messages_per_second, f.message_burst)),
         r.allowed_origins.as_ref().map_or("any".into(), |o| o.join(",")),
         r.handshake_timeout,

@@ -1,14 +1,13 @@
 //! Steady state allocates nothing per delivered message: after a warm-up, a
-//! stream of broadcasts and direct messages through the core, drained into
-//! reused output buffers as the mio driver does, makes no allocation at all.
+//! stream of broadcasts and direct messages through the core, queued in its
+//! output buffers and written out as a driver does, makes no allocation at all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ws_relay::proto::client::{masked_frame, upgrade_request};
-use ws_relay::proto::frame::OpCode;
-use ws_relay::{Action, Config, Relay};
+use ws_relay::client::{masked_frame, OpCode};
+use ws_relay::testing::Sim;
 
 struct Counting;
 
@@ -35,38 +34,11 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn no_allocation_per_delivered_message() {
-    let mut relay = Relay::new(Config::default());
-    let start = Instant::now();
-    let now = start;
-    let mut outputs: Vec<Vec<u8>> = Vec::new();
-    let drain = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>| {
-        let mut delivered = 0;
-        while let Some(action) = relay.poll_action() {
-            let (to, bytes) = match action {
-                Action::Send { ref to, bytes } => (std::slice::from_ref(to), bytes),
-                Action::Broadcast { to, bytes } => (to, bytes),
-                Action::Close { .. } => continue,
-            };
-            for c in to {
-                if outputs.len() <= c.index() {
-                    outputs.resize(c.index() + 1, Vec::new());
-                }
-                outputs[c.index()].extend_from_slice(bytes);
-                delivered += 1;
-            }
-        }
-        // The socket write empties each buffer and keeps its capacity.
-        outputs.iter_mut().for_each(Vec::clear);
-        delivered
-    };
-    let conns: Vec<_> = (0..8)
-        .map(|_| {
-            let c = relay.handle_connect(now);
-            relay.handle_read(c, &upgrade_request("/ws-relay/alloc", "test"), now);
-            drain(&mut relay, &mut outputs);
-            c
-        })
-        .collect();
+    let mut sim = Sim::relay();
+    let conns: Vec<_> = (0..8).map(|_| sim.join("/ws-relay/alloc")).collect();
+    // From here the harness only writes, as a driver does, and keeps nothing.
+    sim.record(false);
+    let start = sim.now;
     let mut report = Vec::new();
     masked_frame(&mut report, true, OpCode::Text, format!("* report {}", "x".repeat(190)).as_bytes(), [1, 2, 3, 4]);
     let mut direct = Vec::new();
@@ -76,27 +48,26 @@ fn no_allocation_per_delivered_message() {
         burst.extend_from_slice(&report);
     }
     // Rounds 20 ms apart: 600 messages per second per client, inside the default flood limits.
-    let round = |relay: &mut Relay, outputs: &mut Vec<Vec<u8>>, n: u32| {
-        let now = start + Duration::from_millis(20) * n;
-        let mut delivered = 0;
+    let round = |sim: &mut Sim, n: u32| {
+        sim.now = start + Duration::from_millis(20) * n;
         for &c in &conns {
-            relay.handle_read(c, &report, now);
-            relay.handle_read(c, &direct, now);
-            relay.handle_read(c, &burst, now);
-            delivered += drain(relay, outputs);
+            sim.feed(c, &report);
+            sim.feed(c, &direct);
+            sim.feed(c, &burst);
         }
-        delivered
     };
     // The warm-up grows every buffer and queue to its working size.
     for n in 0..50 {
-        round(&mut relay, &mut outputs, n);
+        round(&mut sim, n);
     }
+    let delivered_before = sim.relay.stats().deliveries;
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let mut delivered = 0;
     for n in 50..1050 {
-        delivered += round(&mut relay, &mut outputs, n);
+        round(&mut sim, n);
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let delivered = sim.relay.stats().deliveries - delivered_before;
     assert_eq!(delivered, 1000 * 8 * (7 + 1 + 70));
+    assert!(sim.peers().iter().all(|p| p.closed.is_none()));
     assert_eq!(allocations, 0, "{allocations} allocations for {delivered} deliveries");
 }

@@ -2,132 +2,13 @@
 //! Every assertion is about what a client would see on the wire.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ws_relay::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
-use ws_relay::proto::frame::OpCode;
-use ws_relay::proto::message::MessageLimits;
-use ws_relay::{Action, CloseReason, Config, ConnId, Mode, Relay};
+use ws_relay::client::{masked_frame, upgrade_request, FrameHeader, OpCode, Received};
+use ws_relay::testing::{close_code, close_frame, frame, Sim};
+use ws_relay::{Capacity, CloseKind, CloseReason, Config, FloodLimits, HandshakeError, Listener, MessageLimits, Mode};
 
 use Received::{Binary, Close, Http, Ping, Pong, Text};
-
-/// A relay, a clock, and what each connection has been sent.
-struct Sim {
-    relay: Relay,
-    start: Instant,
-    now: Instant,
-    parsers: BTreeMap<ConnId, ServerParser>,
-    inbox: BTreeMap<ConnId, Vec<Received>>,
-    raw: BTreeMap<ConnId, Vec<u8>>,
-    closed: BTreeMap<ConnId, CloseReason>,
-}
-
-impl Sim {
-    fn new(config: Config) -> Self {
-        let now = Instant::now();
-        Self {
-            relay: Relay::new(config),
-            start: now,
-            now,
-            parsers: BTreeMap::new(),
-            inbox: BTreeMap::new(),
-            raw: BTreeMap::new(),
-            closed: BTreeMap::new(),
-        }
-    }
-
-    fn relay() -> Self {
-        Self::new(Config::default())
-    }
-
-    fn connect_raw(&mut self, bytes: &[u8]) -> ConnId {
-        let c = self.relay.handle_connect(self.now);
-        self.parsers.insert(c, ServerParser::default());
-        self.inbox.insert(c, Vec::new());
-        self.raw.insert(c, Vec::new());
-        self.feed(c, bytes);
-        c
-    }
-
-    /// Connects to `room`, checks the 101, and returns the connection.
-    fn join(&mut self, room: &str) -> ConnId {
-        let c = self.connect_raw(&upgrade_request(room, "test"));
-        assert_eq!(self.inbox[&c].first(), Some(&Http(101)), "upgrade refused");
-        self.inbox.get_mut(&c).unwrap().remove(0);
-        c
-    }
-
-    fn feed(&mut self, c: ConnId, bytes: &[u8]) {
-        self.relay.handle_read(c, bytes, self.now);
-        self.drain();
-    }
-
-    fn send(&mut self, c: ConnId, text: &str) {
-        self.feed(c, &frame(OpCode::Text, text.as_bytes()));
-    }
-
-    fn drop_transport(&mut self, c: ConnId) {
-        self.relay.handle_close(c, self.now);
-        self.drain();
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.relay.handle_timeout(self.now);
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        while let Some(action) = self.relay.poll_action() {
-            let (to, bytes): (Vec<ConnId>, &[u8]) = match action {
-                Action::Send { to, bytes } => (vec![to], bytes),
-                Action::Broadcast { to, bytes } => (to.to_vec(), bytes),
-                Action::Close { conn, reason } => {
-                    assert!(self.closed.insert(conn, reason).is_none(), "{conn} closed twice");
-                    continue;
-                }
-            };
-            for c in to {
-                assert!(!self.closed.contains_key(&c), "bytes for {c} after its Close");
-                self.raw.get_mut(&c).unwrap().extend_from_slice(bytes);
-                let inbox = self.inbox.get_mut(&c).unwrap();
-                self.parsers.get_mut(&c).unwrap().feed(bytes, inbox).expect("valid server output");
-            }
-        }
-    }
-
-    /// Takes what `c` received since the last call.
-    fn take(&mut self, c: ConnId) -> Vec<Received> {
-        std::mem::take(self.inbox.get_mut(&c).unwrap())
-    }
-
-    fn texts(&mut self, c: ConnId) -> Vec<String> {
-        self.take(c)
-            .into_iter()
-            .map(|r| match r {
-                Text(t) => t,
-                other => panic!("expected text, got {other:?}"),
-            })
-            .collect()
-    }
-}
-
-fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    masked_frame(&mut out, true, opcode, payload, [0x37, 0xFA, 0x21, 0x3D]);
-    out
-}
-
-fn close_frame(code: u16) -> Vec<u8> {
-    frame(OpCode::Close, &code.to_be_bytes())
-}
-
-fn close_code(r: &[Received]) -> Option<u16> {
-    r.iter().find_map(|r| match r {
-        Close(Some((code, _))) => Some(*code),
-        _ => None,
-    })
-}
 
 const ROOM: &str = "/ws-relay/spacewar";
 
@@ -152,11 +33,11 @@ fn the_seed_three_client_table() {
     assert!(s.take(c1).is_empty(), "`*` never echoes to the sender");
     s.feed(c3, &close_frame(1000));
     assert_eq!(s.take(c3), [Close(Some((1000, String::new())))]);
-    assert_eq!(s.closed[&c3], CloseReason::ClientClose);
+    assert_eq!(s.closed(c3).unwrap(), CloseReason::ClientClose);
     assert_eq!(s.texts(c1), ["3 quit"]);
     assert_eq!(s.texts(c2), ["3 quit"]);
     s.drop_transport(c2);
-    assert_eq!(s.closed[&c2], CloseReason::TransportClosed);
+    assert_eq!(s.closed(c2).unwrap(), CloseReason::TransportClosed);
     assert_eq!(s.texts(c1), ["2 quit"]);
     s.drop_transport(c1);
     assert_eq!(s.relay.connections(), 0);
@@ -179,7 +60,7 @@ fn routing_direct_self_and_unknown() {
     assert_eq!(s.relay.stats().undeliverable, 6);
     s.send(a, " \t\x0B\x0C\r\n2 \t  offer  v=0\r\n  o=- 1 ");
     assert_eq!(s.texts(b), ["1 offer  v=0\r\n  o=- 1 "], "rest is verbatim after the whitespace run");
-    assert!(s.closed.is_empty());
+    assert!(s.peers().iter().all(|p| p.closed.is_none()));
 }
 
 #[test]
@@ -233,11 +114,14 @@ fn malformed_relay_messages_close_with_1008() {
         let [Close(Some((1008, reason)))] = &got[..] else { panic!("{bad:?}: {got:?}") };
         assert!(!reason.is_empty());
         assert_eq!(s.texts(a), ["2 quit"], "{bad:?}: the room hears the quit at once");
-        assert!(!s.closed.contains_key(&b), "the relay waits for the client's close frame");
+        assert!(s.closed(b).is_none(), "the relay waits for the client's close frame");
         s.send(b, "* ignored while closing");
         assert!(s.take(a).is_empty());
         s.feed(b, &close_frame(1000));
-        assert!(matches!(s.closed[&b], CloseReason::Relay(_)), "{bad:?}: closed after the client's close frame");
+        assert!(
+            matches!(s.closed(b).unwrap(), CloseReason::Relay(_)),
+            "{bad:?}: closed after the client's close frame"
+        );
     }
 }
 
@@ -249,16 +133,16 @@ fn close_timeout_when_the_client_never_answers() {
     s.send(a, "nobody");
     assert_eq!(close_code(&s.take(a)), Some(1008));
     s.advance(Duration::from_millis(2999));
-    assert!(s.closed.is_empty());
+    assert!(s.peers().iter().all(|p| p.closed.is_none()));
     s.advance(Duration::from_millis(1));
-    assert!(matches!(s.closed[&a], CloseReason::Relay(_)), "the close keeps its cause");
+    assert!(matches!(s.closed(a).unwrap(), CloseReason::Relay(_)), "the close keeps its cause");
 }
 
 #[test]
 fn protocol_errors_fail_the_connection_with_their_code() {
     let limits = MessageLimits { max_message: 100, max_fragments: 4 };
     let mut unmasked = Vec::new();
-    ws_relay::proto::frame::encode_frame(&mut unmasked, OpCode::Text, b"* hi");
+    unmasked.extend_from_slice(b"\x81\x04* hi");
     let mut rsv = frame(OpCode::Text, b"* hi");
     rsv[0] |= 0x20;
     let mut reserved = frame(OpCode::Text, b"* hi");
@@ -267,8 +151,7 @@ fn protocol_errors_fail_the_connection_with_their_code() {
     masked_frame(&mut split_utf8, false, OpCode::Text, b"* caf\xc3", [1, 2, 3, 4]);
     masked_frame(&mut split_utf8, true, OpCode::Continuation, b"\x28", [1, 2, 3, 4]);
     let mut oversize_header = Vec::new();
-    ws_relay::proto::frame::FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 101 }
-        .encode(&mut oversize_header);
+    FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 101 }.encode(&mut oversize_header);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked", unmasked, 1002),
         ("rsv bit", rsv, 1002),
@@ -288,7 +171,7 @@ fn protocol_errors_fail_the_connection_with_their_code() {
         s.take(b);
         s.feed(b, &bytes);
         assert_eq!(close_code(&s.take(b)), Some(code), "{name}");
-        assert!(matches!(s.closed.get(&b), Some(CloseReason::Protocol(_))), "{name}: dropped at once");
+        assert!(matches!(s.closed(b).as_ref(), Some(CloseReason::Protocol(_))), "{name}: dropped at once");
         assert_eq!(s.texts(a), ["2 quit"], "{name}");
     }
 }
@@ -334,7 +217,7 @@ fn every_split_gives_the_same_result() {
             s.feed(c, &script[last..cut]);
             last = cut;
         }
-        (s.raw[&watcher].clone(), s.raw[&c].clone(), s.closed.get(&c).copied())
+        (s.raw(watcher).to_vec(), s.raw(c).to_vec(), s.closed(c))
     };
     let whole = run(&[]);
     assert!(whole.0.ends_with(b"\x81\x0d2 hello there\x82\x082 binary\x81\x0d2 \xf0\x9f\x9a\x80 rocket\x81\x062 quit"));
@@ -369,14 +252,14 @@ fn handshake_answers_and_leftover_bytes() {
     for (request, status, needle) in cases {
         let c = s.connect_raw(request.as_bytes());
         assert_eq!(s.take(c), [Http(status)], "{request}");
-        let raw = String::from_utf8(s.raw[&c].clone()).unwrap();
+        let raw = String::from_utf8(s.raw(c).to_vec()).unwrap();
         assert!(raw.contains(needle), "{status}: {raw}");
-        assert!(s.closed.contains_key(&c), "{status} is followed by closing the connection");
+        assert!(s.closed(c).is_some(), "{status} is followed by closing the connection");
     }
-    let refused: Vec<(u16, u64)> = s.relay.stats().refused.iter().map(|(k, v)| (*k, *v)).collect();
+    let refused: Vec<(u16, u64)> = s.relay.stats().refusals().collect();
     assert_eq!(refused, [(400, 1), (405, 1), (426, 2), (431, 1)], "every refusal is counted by status");
-    assert_eq!(s.relay.stats().closes.handshake_refused, 5);
-    assert_eq!(s.relay.stats().closes.http_served, 1);
+    assert_eq!(s.relay.stats().closes(CloseKind::HandshakeRefused), 5);
+    assert_eq!(s.relay.stats().closes(CloseKind::HttpServed), 1);
 }
 
 #[test]
@@ -389,7 +272,7 @@ fn handshake_timeout_is_exact() {
     assert!(s.take(c).is_empty());
     s.advance(Duration::from_millis(1));
     assert_eq!(s.take(c), [Http(408)]);
-    assert!(matches!(s.closed[&c], CloseReason::Handshake(_)));
+    assert!(matches!(s.closed(c).unwrap(), CloseReason::Handshake(_)));
 }
 
 #[test]
@@ -412,9 +295,9 @@ fn keepalive_pings_quiet_clients_and_closes_silent_ones() {
     s.advance(Duration::from_millis(500));
     let got = s.take(silent);
     assert_eq!(close_code(&got), Some(1011), "{got:?}");
-    assert_eq!(s.closed[&silent], CloseReason::KeepaliveTimeout);
+    assert_eq!(s.closed(silent).unwrap(), CloseReason::KeepaliveTimeout);
     assert_eq!(s.texts(talker), ["2 quit"]);
-    assert!(!s.closed.contains_key(&talker), "a client that answered stays");
+    assert!(s.closed(talker).is_none(), "a client that answered stays");
 }
 
 #[test]
@@ -441,6 +324,7 @@ fn echo_mode_echoes_text_and_binary() {
     let config = Config {
         mode: Mode::Echo,
         message: MessageLimits { max_message: 1 << 21, max_fragments: 1 << 12 },
+        max_pending: 1 << 22,
         ..Config::default()
     };
     let mut s = Sim::new(config);
@@ -472,7 +356,10 @@ fn same_inputs_same_outputs() {
         s.drop_transport(b);
         s.send(a, "bad");
         s.advance(Duration::from_secs(40));
-        (s.raw.values().cloned().collect::<Vec<_>>(), s.closed.values().copied().collect::<Vec<_>>())
+        (
+            s.peers().iter().map(|p| p.raw.clone()).collect::<Vec<_>>(),
+            s.peers().iter().map(|p| p.closed).collect::<Vec<_>>(),
+        )
     };
     assert_eq!(run(), run());
 }
@@ -481,13 +368,8 @@ fn same_inputs_same_outputs() {
 fn joins_and_quits_are_atomic_with_messages() {
     let mut s = Sim::relay();
     // Two upgrades in the same turn, before any action is drained.
-    let a = s.relay.handle_connect(s.now);
-    let b = s.relay.handle_connect(s.now);
-    for c in [a, b] {
-        s.parsers.insert(c, ServerParser::default());
-        s.inbox.insert(c, Vec::new());
-        s.raw.insert(c, Vec::new());
-    }
+    let a = s.connect_on(Listener::Public);
+    let b = s.connect_on(Listener::Public);
     s.relay.handle_read(a, &upgrade_request(ROOM, "x"), s.now);
     s.relay.handle_read(b, &upgrade_request(ROOM, "x"), s.now);
     s.drain();
@@ -500,7 +382,7 @@ fn joins_and_quits_are_atomic_with_messages() {
     s.relay.handle_read(a, &frame(OpCode::Text, b"2 you?"), s.now);
     s.drain();
     assert_eq!(s.texts(a), ["2 quit"]);
-    assert!(!s.closed.contains_key(&a), "sending while a peer leaves never disconnects the sender");
+    assert!(s.closed(a).is_none(), "sending while a peer leaves never disconnects the sender");
 
     // A newcomer right after the quit never sees the departed peer.
     let c = s.join(ROOM);
@@ -509,12 +391,12 @@ fn joins_and_quits_are_atomic_with_messages() {
 
 #[test]
 fn caps_refuse_upgrades_with_503() {
-    let capacity = ws_relay::proto::Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2, max_handshakes: 8 };
+    let capacity = Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2, max_handshakes: 8 };
     let mut s = Sim::new(Config { capacity, ..Config::default() });
     let (a, _b) = (s.join("/r1"), s.join("/r1"));
     let full = s.connect_raw(&upgrade_request("/r1", "x"));
     assert_eq!(s.take(full), [Http(503)]);
-    assert!(String::from_utf8_lossy(&s.raw[&full]).contains("room full"));
+    assert!(String::from_utf8_lossy(s.raw(full)).contains("room full"));
     let c = s.join("/r2");
     let third_room = s.connect_raw(&upgrade_request("/r3", "x"));
     assert_eq!(s.take(third_room), [Http(503)], "max_clients and max_rooms are both reached");
@@ -526,30 +408,30 @@ fn caps_refuse_upgrades_with_503() {
     assert_eq!(s.take(again)[0], Http(101));
     let over = s.connect_raw(&upgrade_request("/r1", "x"));
     assert_eq!(s.take(over), [Http(503)], "three clients: the relay is full");
-    assert!(String::from_utf8_lossy(&s.raw[&over]).contains("server full"));
+    assert!(String::from_utf8_lossy(s.raw(over)).contains("server full"));
 }
 
 #[test]
 fn slow_requests_are_pushed_out_by_new_ones_past_max_handshakes() {
-    let capacity = ws_relay::proto::Capacity { max_handshakes: 2, ..Config::default().capacity };
+    let capacity = Capacity { max_handshakes: 2, ..Config::default().capacity };
     let mut s = Sim::new(Config { capacity, ..Config::default() });
     let half = b"GET /ws-relay/r HTTP/1.1\r\nHost: x\r\n";
     let (slow1, slow2) = (s.connect_raw(half), s.connect_raw(half));
     let member = s.join("/ws-relay/r");
     assert_eq!(s.take(slow1), [Http(503)], "the oldest request in progress makes way");
-    assert!(String::from_utf8_lossy(&s.raw[&slow1]).contains("too many requests in progress"));
-    assert_eq!(s.closed[&slow1], CloseReason::Handshake(ws_relay::HandshakeError::TooManyHandshakes));
-    assert!(!s.closed.contains_key(&slow2));
+    assert!(String::from_utf8_lossy(s.raw(slow1)).contains("too many requests in progress"));
+    assert_eq!(s.closed(slow1).unwrap(), CloseReason::Handshake(HandshakeError::TooManyHandshakes));
+    assert!(s.closed(slow2).is_none());
     // Upgraded clients and finished requests do not count.
     let slow3 = s.connect_raw(half);
-    assert!(!s.closed.contains_key(&slow2) && !s.closed.contains_key(&slow3));
+    assert!(s.closed(slow2).is_none() && s.closed(slow3).is_none());
     assert_eq!(s.texts(member), ["1 self"]);
     // The slow ones can still finish while they are within the cap.
     s.feed(slow2, b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     assert_eq!(s.take(slow2)[0], Http(101));
     let (slow4, slow5) = (s.connect_raw(half), s.connect_raw(half));
     assert_eq!(s.take(slow3), [Http(503)]);
-    assert!(!s.closed.contains_key(&slow4) && !s.closed.contains_key(&slow5));
+    assert!(s.closed(slow4).is_none() && s.closed(slow5).is_none());
 }
 
 #[test]
@@ -571,7 +453,7 @@ fn origin_allow_list_refuses_other_sites_with_403() {
 
 #[test]
 fn flood_control_closes_a_flooding_client_with_1008() {
-    let flood = Some(ws_relay::proto::rate::FloodLimits {
+    let flood = Some(FloodLimits {
         messages_per_second: 60,
         message_burst: 10,
         bytes_per_second: 1_000_000,
@@ -600,24 +482,18 @@ fn flood_control_closes_a_flooding_client_with_1008() {
 
 /// Sends a plain `GET path` on `listener` and returns the whole response as
 /// text, checking the core closed the connection after it.
-fn get(s: &mut Sim, listener: ws_relay::Listener, path: &str) -> String {
-    let c = s.relay.handle_connect_on(listener, s.now);
-    s.parsers.insert(c, ServerParser::default());
-    s.inbox.insert(c, Vec::new());
-    s.raw.insert(c, Vec::new());
-    s.relay.handle_read(c, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), s.now);
-    // The parser stops at a non-101 head; the response is read from the raw bytes.
-    while let Some(action) = s.relay.poll_action() {
-        match action {
-            Action::Send { to, bytes } => s.raw.get_mut(&to).unwrap().extend_from_slice(bytes),
-            Action::Close { conn, reason } => {
-                s.closed.insert(conn, reason);
-            }
-            Action::Broadcast { .. } => panic!("a plain GET broadcast something"),
-        }
-    }
-    assert!(s.closed.contains_key(&c), "GET {path}: the connection stays open");
-    String::from_utf8(s.raw[&c].clone()).unwrap()
+fn get(s: &mut Sim, listener: Listener, path: &str) -> String {
+    request(s, listener, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+}
+
+/// Sends `request` on a new connection on `listener` and returns the whole
+/// answer, checking the core closed the connection after it.
+fn request(s: &mut Sim, listener: Listener, request: &str) -> String {
+    let c = s.connect_on(listener);
+    s.feed(c, request.as_bytes());
+    assert!(s.closed(c).is_some(), "{request:?}: the connection stays open");
+    assert_eq!(s.relay.pending(c), b"", "{request:?}: all of the answer was written");
+    String::from_utf8(s.raw(c).to_vec()).unwrap()
 }
 
 fn body(response: &str) -> &str {
@@ -626,7 +502,7 @@ fn body(response: &str) -> &str {
 
 #[test]
 fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
-    use ws_relay::Listener::{Metrics, Public};
+    use Listener::{Metrics, Public};
     let mut s = Sim::relay();
     let files = [
         ("/", "web/index.html", "text/html; charset=utf-8"),
@@ -645,14 +521,8 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
         assert!(get(&mut s, Metrics, path).starts_with("HTTP/1.1 404 "), "{path} on the metrics port");
     }
     // HEAD: the same head, Content-Length included, and no body.
-    let head = |s: &mut Sim, listener, path: &str| {
-        let c = s.relay.handle_connect_on(listener, s.now);
-        s.relay.handle_read(c, format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), s.now);
-        let Some(Action::Send { bytes, .. }) = s.relay.poll_action() else { panic!("HEAD {path}: no answer") };
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
-        while s.relay.poll_action().is_some() {}
-        text
-    };
+    let head =
+        |s: &mut Sim, listener, path: &str| request(s, listener, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
     let index = std::fs::read("web/index.html").unwrap().len();
     let got = head(&mut s, Public, "/");
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
@@ -671,7 +541,7 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
 
 #[test]
 fn metrics_count_a_known_exchange() {
-    use ws_relay::Listener::{Metrics, Public};
+    use Listener::{Metrics, Public};
     let mut s = Sim::relay();
     let c1 = s.join(ROOM);
     let c2 = s.join(ROOM);
@@ -684,7 +554,7 @@ fn metrics_count_a_known_exchange() {
     s.feed(c3, &close_frame(1000));
     s.drop_transport(c2);
     s.connect_raw(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let wire: usize = s.raw.values().map(Vec::len).sum();
+    let wire: usize = s.peers().iter().map(|p| p.raw.len()).sum();
     let exposition = get(&mut s, Metrics, "/metrics");
     assert!(exposition.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
     let values: BTreeMap<&str, &str> = body(&exposition)
@@ -724,9 +594,39 @@ fn metrics_count_a_known_exchange() {
     assert!(get(&mut split, Public, "/metrics").starts_with("HTTP/1.1 404 "));
     assert!(get(&mut split, Metrics, "/metrics").starts_with("HTTP/1.1 200 "));
     // Upgrades are for the public port only.
-    let c = split.relay.handle_connect_on(Metrics, split.now);
-    split.raw.insert(c, Vec::new());
-    split.relay.handle_read(c, &upgrade_request(ROOM, "test"), split.now);
-    let Some(Action::Send { bytes, .. }) = split.relay.poll_action() else { panic!("no answer") };
-    assert!(bytes.starts_with(b"HTTP/1.1 404 "));
+    let upgrade = String::from_utf8(upgrade_request(ROOM, "test")).unwrap();
+    assert!(request(&mut split, Metrics, &upgrade).starts_with("HTTP/1.1 404 "));
+}
+
+/// A client that reads, but never quite catches up: the relay always holds
+/// part of its stream and never all of it. The memory held for it must follow
+/// that backlog, not everything written since the backlog was last empty.
+#[test]
+fn memory_held_for_a_lagging_reader_follows_its_backlog() {
+    let mut s = Sim::relay();
+    let (sender, reader) = (s.join(ROOM), s.join(ROOM));
+    s.take(sender);
+    s.take(reader);
+    s.record(false);
+    s.stall(reader, true);
+    let message = frame(OpCode::Text, format!("* {}", "x".repeat(998)).as_bytes());
+    let mut most = 0;
+    // 30 MB, read about 50 KB behind: far past any bound if written bytes
+    // were kept until the backlog reached zero.
+    for i in 0..30_000 {
+        s.now += Duration::from_millis(2);
+        s.feed(sender, &message);
+        if i >= 50 {
+            s.read_some(reader, 1003 + i % 3);
+        }
+        let mut page = Vec::new();
+        s.relay.render_metrics(&mut page);
+        let page = String::from_utf8(page).unwrap();
+        let held = page.lines().find_map(|l| l.strip_prefix("ws_relay_buffer_bytes{buffer=\"output\"} ")).unwrap();
+        most = most.max(held.parse::<usize>().unwrap());
+    }
+    let backlog = s.relay.pending(reader).len();
+    assert!((40_000..60_000).contains(&backlog), "the reader lags by about 50 KB: {backlog}");
+    assert!(s.closed(reader).is_none(), "it reads, so it is no slow consumer");
+    assert!(most < 256 * 1024, "{most} bytes held for a backlog of about 50 KB");
 }

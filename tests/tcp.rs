@@ -1,165 +1,16 @@
 //! The `ws-relay` binary over real TCP, with tungstenite clients and raw
 //! sockets: what a player's browser or a broken client would see.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
-use ws_relay::proto::client::{masked_frame, upgrade_request, Received, ServerParser};
-use ws_relay::proto::frame::OpCode;
-
-/// A relay process on a free port, killed when dropped.
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    /// The separate metrics address, with `--metrics-listen`.
-    metrics: Option<SocketAddr>,
-}
-
-impl Relay {
-    fn start(flags: &[&str]) -> Self {
-        Self::spawn(Command::new(env!("CARGO_BIN_EXE_ws-relay")), flags)
-    }
-
-    /// The relay with at most `fds` open file descriptors.
-    fn start_with_fd_limit(fds: u32, flags: &[&str]) -> Self {
-        let mut shell = Command::new("sh");
-        shell.args(["-c", &format!("ulimit -n {fds} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_ws-relay")]);
-        Self::spawn(shell, flags)
-    }
-
-    fn spawn(mut command: Command, flags: &[&str]) -> Self {
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the relay starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on ").expect("first line names the address").parse().unwrap();
-        let metrics = flags.contains(&"--metrics-listen").then(|| {
-            line.clear();
-            stdout.read_line(&mut line).unwrap();
-            line.trim().strip_prefix("metrics on ").expect("second line names the metrics address").parse().unwrap()
-        });
-        Self { child, addr, metrics }
-    }
-
-    fn ws(&self, path: &str) -> WebSocket<TcpStream> {
-        let stream = TcpStream::connect(self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let url = format!("ws://{}{path}", self.addr);
-        tungstenite::client::client(url, stream).expect("upgrade").0
-    }
-
-    /// A raw socket that has completed the upgrade to `path`.
-    fn raw(&self, path: &str) -> Raw {
-        let mut raw = Raw::connect(self.addr);
-        raw.write(&upgrade_request(path, "test"));
-        assert_eq!(raw.next(), Received::Http(101));
-        raw
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A client socket speaking bytes, with a strict parser of what comes back.
-struct Raw {
-    stream: TcpStream,
-    parser: ServerParser,
-    queue: Vec<Received>,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Self { stream, parser: ServerParser::default(), queue: Vec::new() }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    fn send(&mut self, opcode: OpCode, payload: &[u8]) {
-        let mut f = Vec::new();
-        masked_frame(&mut f, true, opcode, payload, [0xDE, 0xAD, 0xBE, 0xEF]);
-        self.write(&f);
-    }
-
-    fn next(&mut self) -> Received {
-        let mut buf = [0; 4096];
-        while self.queue.is_empty() {
-            let n = self.stream.read(&mut buf).expect("data before the timeout");
-            assert!(n > 0, "connection closed while waiting");
-            self.parser.feed(&buf[..n], &mut self.queue).expect("valid server output");
-        }
-        self.queue.remove(0)
-    }
-
-    /// True once the server has closed the TCP connection.
-    fn closed_by_server(&mut self) -> bool {
-        let mut buf = [0; 4096];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(n) => self.parser.feed(&buf[..n], &mut self.queue).expect("valid server output"),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-fn text(ws: &mut WebSocket<TcpStream>) -> String {
-    loop {
-        match ws.read().expect("a message before the timeout") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-fn texts(ws: &mut WebSocket<TcpStream>, n: usize) -> Vec<String> {
-    (0..n).map(|_| text(ws)).collect()
-}
-
-fn send(ws: &mut WebSocket<TcpStream>, s: &str) {
-    ws.send(Message::text(s)).unwrap();
-}
-
-/// Reads until the relay's close frame and returns its code and reason.
-fn close_of(ws: &mut WebSocket<TcpStream>) -> (u16, String) {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
-            Ok(Message::Close(None)) => return (1005, String::new()),
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    }
-}
-
-/// Nothing arrives within a short wait.
-fn silent(ws: &mut WebSocket<TcpStream>) -> bool {
-    ws.get_ref().set_read_timeout(Some(Duration::from_millis(150))).unwrap();
-    let quiet = matches!(ws.read(), Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
-    ws.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    quiet
-}
-
-const ROOM: &str = "/ws-relay/spacewar";
+use common::*;
+use tungstenite::Message;
+use ws_relay::client::{masked_frame, upgrade_request, OpCode, Received, ServerParser};
 
 #[test]
 fn the_seed_three_client_table() {
@@ -379,7 +230,7 @@ fn plain_http_requests() {
         (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok\n"),
         (b"GET /ws-relay/x HTTP/1.1\r\nHost: x\r\n\r\n", 426, "Sec-WebSocket-Version: 13"),
         (b"POST /ws-relay/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "Allow: GET"),
-        (b"\x16\x03\x01 not http at all\r\n\r\n", 400, "Connection: close"),
+        (b"\x00\x01 not http at all\r\n\r\n", 400, "Connection: close"),
     ];
     for (request, status, needle) in cases {
         let mut stream = TcpStream::connect(relay.addr).unwrap();
@@ -604,21 +455,6 @@ fn malformed_input_is_refused_whole_and_byte_by_byte() {
     }
 }
 
-/// Sends `request` on a fresh socket and returns the whole answer; the relay
-/// must close the connection after it.
-fn http(relay: &Relay, request: &[u8]) -> String {
-    http_to(relay.addr, request)
-}
-
-fn http_to(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("the relay closes after answering");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[test]
 fn upgrade_limits_over_tcp() {
     let relay = Relay::start(&[
@@ -710,21 +546,27 @@ fn close_handshakes_end_even_when_the_client_does_not_cooperate() {
 }
 
 #[test]
-fn an_output_bound_smaller_than_a_message_is_refused_at_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ws-relay"))
-        .args(["--listen", "127.0.0.1:0", "--max-message", "100000", "--max-pending", "65536"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-pending (65536) must be at least --max-message + 64"));
-}
-
-/// The value of the sample named exactly `name` (labels included) in a scrape.
-fn sample(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in\n{exposition}"))
+fn configurations_the_relay_cannot_keep_its_promises_with_are_refused_at_start() {
+    // A full room's join list (1024 x 27 bytes + 256) and one largest message (4000 + 64) need 31968.
+    let small = ["--max-message", "4000", "--max-pending", "8192"];
+    let cases: [(&[&str], &str); 6] = [
+        (&small, "max_pending (8192) must be at least 31968"),
+        (&["--max-message", "100000", "--max-pending", "65536"], "max_pending (65536) must be at least 127968"),
+        (&["--ping-interval", "1e19"], "at most 86400s"),
+        (&["--handshake-timeout", "100000"], "at most 86400s"),
+        (&["--close-timeout", "0"], "must be more than 0"),
+        (&["--drain-timeout", "1e10s"], "at most 86400s"),
+    ];
+    for (flags, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ws-relay"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::error::{HandshakeError, ProtocolError, RelayError};
+use super::table::table_enum;
 
 /// A connection's handle: a slot and a generation, so a handle kept past its
 /// connection's end never reaches the connection that reuses the slot.
@@ -25,28 +26,16 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// One thing for the driver to do, borrowed from the core until the next
-/// `poll_action`. Bytes are complete HTTP responses or server frames, to be
-/// written in the order they come.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action<'a> {
-    /// Write `bytes` to one connection.
-    Send {
-        /// The connection.
-        to: ConnId,
-        /// What to write.
-        bytes: &'a [u8],
-    },
-    /// Write the same `bytes` to every connection in `to`.
-    Broadcast {
-        /// The recipients, in room order.
-        to: &'a [ConnId],
-        /// What to write to each.
-        bytes: &'a [u8],
-    },
-    /// Write what was sent to `conn` before, then close its transport. The
-    /// core has already forgotten `conn`. With [`CloseReason::SlowConsumer`]
-    /// the client is not reading: do not wait for its backlog to drain.
+/// Something for the driver to do besides writing, from
+/// [`Relay::poll_action`](crate::Relay::poll_action).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// The core is done with `conn`: it reads nothing more from it (the
+    /// driver may discard what still arrives). Write what
+    /// [`Relay::pending`](crate::Relay::pending) still holds for it, then
+    /// shut the transport down. With [`CloseReason::SlowConsumer`] nothing is
+    /// held: the client is not reading, so close at once.
     Close {
         /// The connection.
         conn: ConnId,
@@ -57,16 +46,18 @@ pub enum Action<'a> {
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client sent a close frame.
     ClientClose,
     /// The transport ended without a close handshake (EOF, reset, write error).
     TransportClosed,
-    /// The client stopped reading and its output passed the driver's bound.
+    /// The client stopped reading and its output passed the bound
+    /// ([`Config::max_pending`](crate::Config::max_pending)).
     SlowConsumer,
     /// The client broke RFC 6455.
     Protocol(ProtocolError),
-    /// The client broke the relay's message format.
+    /// The client broke the relay's message format, or flood control.
     Relay(RelayError),
     /// The upgrade request was refused.
     Handshake(HandshakeError),
@@ -76,6 +67,24 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// The relay is shutting down.
     Shutdown,
+}
+
+impl CloseReason {
+    /// The counter it is counted under.
+    pub fn kind(self) -> CloseKind {
+        match self {
+            Self::ClientClose => CloseKind::ClientClose,
+            Self::TransportClosed => CloseKind::TransportClosed,
+            Self::SlowConsumer => CloseKind::SlowConsumer,
+            Self::Protocol(_) => CloseKind::ProtocolError,
+            Self::Relay(RelayError::RateLimited) => CloseKind::RateLimited,
+            Self::Relay(_) => CloseKind::RelayError,
+            Self::Handshake(_) => CloseKind::HandshakeRefused,
+            Self::HttpServed => CloseKind::HttpServed,
+            Self::KeepaliveTimeout => CloseKind::KeepaliveTimeout,
+            Self::Shutdown => CloseKind::Shutdown,
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -91,5 +100,40 @@ impl fmt::Display for CloseReason {
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
             Self::Shutdown => f.write_str("shutdown"),
         }
+    }
+}
+
+table_enum! {
+    /// The kinds of [`CloseReason`] counted apart, each with the label
+    /// `/metrics` gives it (`ws_relay_closes_total{reason="..."}`).
+    #[non_exhaustive]
+    pub enum CloseKind: &'static str {
+        /// The client sent a close frame.
+        ClientClose => "client_close",
+        /// The transport ended without one.
+        TransportClosed => "transport_closed",
+        /// The client stopped reading.
+        SlowConsumer => "slow_consumer",
+        /// RFC 6455 was broken.
+        ProtocolError => "protocol_error",
+        /// The relay's message format was broken.
+        RelayError => "relay_error",
+        /// Flood control cut the client off.
+        RateLimited => "rate_limited",
+        /// The upgrade was refused.
+        HandshakeRefused => "handshake_refused",
+        /// A plain HTTP request was answered.
+        HttpServed => "http_served",
+        /// A keepalive ping went unanswered.
+        KeepaliveTimeout => "keepalive_timeout",
+        /// The relay shut down.
+        Shutdown => "shutdown",
+    }
+}
+
+impl CloseKind {
+    /// The label of `ws_relay_closes_total`.
+    pub fn label(self) -> &'static str {
+        self.row()
     }
 }

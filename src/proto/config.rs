@@ -1,13 +1,14 @@
-//! What the core is told at start: its mode, limits and timeouts.
+//! What the core is told at start: its mode, limits and timeouts, and the
+//! checks that make a configuration one the relay can keep its promises with.
 
+use std::fmt;
 use std::time::Duration;
 
-use super::handshake::HandshakeLimits;
-use super::message::MessageLimits;
-use super::rate::FloodLimits;
+use super::http::MAX_ACCEPT_RESPONSE;
 
 /// What an upgraded connection does with its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// The ws-relay protocol: rooms, ids, `<target> <rest>` routing.
     Relay,
@@ -17,6 +18,7 @@ pub enum Mode {
 
 /// Which listening socket a connection came in on, which decides what it may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Listener {
     /// The public port: upgrades, `/healthz`, and the pages and `/metrics` if enabled.
     Public,
@@ -24,8 +26,42 @@ pub enum Listener {
     Metrics,
 }
 
+/// Limits on the upgrade request head, checked as bytes arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Largest request head in bytes, request line and headers included.
+    pub max_head: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Longest request target (the room name) in bytes.
+    pub max_target: usize,
+}
+
+/// Limits on incoming messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Largest message, summed over its fragments, in bytes.
+    pub max_message: usize,
+    /// Most frames one message may be split into.
+    pub max_fragments: usize,
+}
+
+/// How much one client may send: two generic cell rate budgets, one counting
+/// messages (control frames included) and one counting payload bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodLimits {
+    /// Sustained messages per second.
+    pub messages_per_second: u32,
+    /// Messages a client may send at once.
+    pub message_burst: u32,
+    /// Sustained payload bytes per second.
+    pub bytes_per_second: u64,
+    /// Payload bytes a client may send at once.
+    pub byte_burst: u64,
+}
+
 /// Caps past which an upgrade is refused with 503.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     /// Upgraded clients in all rooms together.
     pub max_clients: usize,
@@ -39,8 +75,8 @@ pub struct Capacity {
     pub max_handshakes: usize,
 }
 
-/// The core's configuration. [`Config::default`] is what the binary runs with.
-#[derive(Clone, Debug)]
+/// The core's configuration. [`Config::DEFAULT`] is what the binary runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Relay or echo.
     pub mode: Mode,
@@ -67,33 +103,157 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// After the relay sends a close frame, how long it waits for the client's.
     pub close_timeout: Duration,
+    /// The most bytes that may wait to be written to one client. Past it the
+    /// client is a slow consumer: it leaves its room and its connection is
+    /// dropped, so its peers never wait for it. The answer to its request
+    /// (the 101 with `self` and the join list, or an HTTP response) is the
+    /// one thing always queued whole.
+    pub max_pending: usize,
+}
+
+impl Config {
+    /// The defaults, which the binary's flags start from.
+    pub const DEFAULT: Config = Config {
+        mode: Mode::Relay,
+        handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
+        message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
+        allowed_origins: None,
+        serve_pages: true,
+        serve_metrics: true,
+        flood: Some(FloodLimits::DEFAULT),
+        capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000, max_handshakes: 1024 },
+        handshake_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(30),
+        ping_timeout: Duration::from_secs(30),
+        close_timeout: Duration::from_secs(5),
+        max_pending: 1024 * 1024,
+    };
+
+    /// Checks that the relay can keep its promises with this configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("ping_timeout", self.ping_timeout),
+            ("close_timeout", self.close_timeout),
+        ];
+        for (name, value) in durations {
+            check_duration(name, value)?;
+        }
+        let needed = self.min_pending();
+        if self.max_pending < needed {
+            return Err(ConfigError::OutputBoundTooSmall { max_pending: self.max_pending, needed });
+        }
+        let counts = [
+            ("max_handshakes", self.capacity.max_handshakes),
+            ("max_fragments", self.message.max_fragments),
+            ("max_headers", self.handshake.max_headers),
+        ];
+        match counts.into_iter().find(|&(_, n)| n == 0) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+
+    /// The smallest `max_pending` that holds a newcomer's answer in a full
+    /// room (the 101, `self`, and a `<id> join` frame of at most 27 bytes for
+    /// every peer; in echo mode the 101 alone) plus one largest message with its frame header and the
+    /// sender's `<id> ` prefix: a client is never a slow consumer for what it
+    /// could not have read yet.
+    pub fn min_pending(&self) -> usize {
+        let join_list = match self.mode {
+            Mode::Relay => MAX_NOTICE.saturating_mul(self.capacity.max_room_clients),
+            Mode::Echo => 0,
+        };
+        let answer = MAX_ACCEPT_RESPONSE.saturating_add(join_list);
+        answer.saturating_add(self.message.max_message).saturating_add(64)
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            mode: Mode::Relay,
-            handshake: HandshakeLimits { max_head: 8 * 1024, max_headers: 64, max_target: 1024 },
-            message: MessageLimits { max_message: 64 * 1024, max_fragments: 1024 },
-            allowed_origins: None,
-            serve_pages: true,
-            serve_metrics: true,
-            flood: Some(FloodLimits {
-                messages_per_second: 1000,
-                message_burst: 2000,
-                bytes_per_second: 1024 * 1024,
-                byte_burst: 2 * 1024 * 1024,
-            }),
-            capacity: Capacity {
-                max_clients: 100_000,
-                max_room_clients: 1024,
-                max_rooms: 100_000,
-                max_handshakes: 1024,
-            },
-            handshake_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(30),
-            ping_timeout: Duration::from_secs(30),
-            close_timeout: Duration::from_secs(5),
+        Self::DEFAULT
+    }
+}
+
+impl FloodLimits {
+    /// 1,000 messages a second with bursts of 2,000, 1 MiB a second with
+    /// bursts of 2 MiB: a 60 Hz game uses 6% of it.
+    pub const DEFAULT: FloodLimits =
+        FloodLimits { messages_per_second: 1000, message_burst: 2000, bytes_per_second: 1 << 20, byte_burst: 2 << 20 };
+}
+
+/// The largest relay notice frame: a 2-byte header, a 20-digit id, ` join`.
+const MAX_NOTICE: usize = 2 + 20 + 5;
+
+/// The longest duration a configuration may hold. Past it an `Instant` may
+/// not be able to represent a deadline, and no timeout needs to be longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn check_duration(name: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() || value > MAX_DURATION {
+        return Err(ConfigError::DurationOutOfRange { name, value });
+    }
+    Ok(())
+}
+
+/// A configuration the relay refuses to run with: the caller's mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_pending` cannot hold a newcomer's answer and one largest message.
+    OutputBoundTooSmall {
+        /// The configured bound.
+        max_pending: usize,
+        /// The least it must be ([`Config::min_pending`]).
+        needed: usize,
+    },
+    /// A duration is zero or longer than [`MAX_DURATION`].
+    DurationOutOfRange {
+        /// The field.
+        name: &'static str,
+        /// Its value.
+        value: Duration,
+    },
+    /// A count that must be at least 1 is 0.
+    Zero(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutputBoundTooSmall { max_pending, needed } => write!(
+                f,
+                "max_pending ({max_pending}) must be at least {needed}: a newcomer's join list in a full room \
+                 (max_room_clients x 27 bytes + 256) plus one largest message (max_message + 64)"
+            ),
+            Self::DurationOutOfRange { name, value } => {
+                write!(f, "{name} ({value:?}) must be more than 0 and at most {MAX_DURATION:?}")
+            }
+            Self::Zero(name) => write!(f, "{name} must be at least 1"),
         }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Config::DEFAULT.validate(), Ok(()));
+        let small = Config {
+            max_pending: 8192,
+            message: MessageLimits { max_message: 4000, max_fragments: 8 },
+            ..Config::DEFAULT
+        };
+        let needed = 256 + 27 * 1024 + 4000 + 64;
+        assert_eq!(small.validate(), Err(ConfigError::OutputBoundTooSmall { max_pending: 8192, needed }));
+        let huge = Config { ping_interval: Duration::from_secs(10_000_000_000_000_000_000), ..Config::DEFAULT };
+        assert!(matches!(huge.validate(), Err(ConfigError::DurationOutOfRange { name: "ping_interval", .. })));
+        let zero = Config { close_timeout: Duration::ZERO, ..Config::DEFAULT };
+        assert!(matches!(zero.validate(), Err(ConfigError::DurationOutOfRange { name: "close_timeout", .. })));
     }
 }

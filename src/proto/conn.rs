@@ -1,5 +1,7 @@
-//! One connection's state: which phase it is in, its decoder, and the times
-//! its keepalive and timeouts are computed from.
+//! One connection's state. What lives through every phase — the frame
+//! decoder, flood budgets, the time of the last read — sits on [`Conn`];
+//! [`Phase`] holds only what a phase alone needs. Its output is kept apart,
+//! in [`Outputs`](super::output::Outputs).
 
 use std::time::Instant;
 
@@ -8,50 +10,61 @@ use super::config::Listener;
 use super::handshake::RequestReader;
 use super::message::MessageDecoder;
 use super::rate::RateLimiter;
+use super::room::Seat;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading the HTTP upgrade request; closed at `deadline`.
     Handshake {
         /// The request so far.
         reader: RequestReader,
         /// When the handshake timeout fires.
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     /// Upgraded: frames flow.
     Open {
-        /// Frames into messages.
-        decoder: MessageDecoder,
-        /// Room slot and id, in relay mode.
-        member: Option<(usize, u64)>,
+        /// Its place in a room, in relay mode.
+        seat: Option<Seat>,
         /// When the unanswered keepalive ping went out.
         ping_sent: Option<Instant>,
     },
     /// The relay sent its close frame and waits for the client's until `deadline`.
     Closing {
-        /// Still decoding, to find the client's close frame.
-        decoder: MessageDecoder,
         /// When the close timeout fires.
-        deadline: Instant,
+        deadline: Option<Instant>,
         /// Why the relay is closing.
         reason: CloseReason,
     },
+    /// Finished: the driver has been told, and only output waits to be written.
+    Done,
 }
 
 /// A connection known to the core.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// Its handle.
-    pub id: ConnId,
+    pub(crate) id: ConnId,
     /// The socket it came in on.
-    pub listener: Listener,
+    pub(crate) listener: Listener,
     /// Its phase.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
+    /// Frames into messages, once upgraded.
+    pub(crate) decoder: MessageDecoder,
     /// When bytes last arrived from it.
-    pub last_read: Instant,
+    pub(crate) last_read: Instant,
     /// The earliest deadline this connection has in the timer queue.
-    pub scheduled: Option<Instant>,
+    pub(crate) scheduled: Option<Instant>,
     /// Its flood-control budgets.
-    pub rate: RateLimiter,
+    pub(crate) rate: RateLimiter,
+}
+
+impl Conn {
+    /// Its seat, while it is in a room.
+    pub(crate) fn seat(&self) -> Option<Seat> {
+        match self.phase {
+            Phase::Open { seat, .. } => seat,
+            _ => None,
+        }
+    }
 }

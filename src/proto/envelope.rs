@@ -5,7 +5,7 @@ use super::error::RelayError;
 
 /// Where a client message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `*`: every other client in the room.
     All,
     /// One client, by the id the relay gave it.
@@ -22,7 +22,7 @@ fn is_space(b: u8) -> bool {
 
 /// Splits a client message into its target and the rest, verbatim after the
 /// whitespace that follows the target.
-pub fn parse(msg: &[u8]) -> Result<(Target, &[u8]), RelayError> {
+pub(crate) fn parse(msg: &[u8]) -> Result<(Target, &[u8]), RelayError> {
     let start = msg.iter().position(|&b| !is_space(b)).ok_or(RelayError::MissingTarget)?;
     let msg = &msg[start..];
     let end = msg.iter().position(|&b| is_space(b)).unwrap_or(msg.len());
@@ -61,7 +61,7 @@ fn parse_target(token: &[u8]) -> Result<Target, RelayError> {
 }
 
 /// Writes `id` in decimal into `buf`, returning the digits.
-pub fn format_id(id: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn format_id(id: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut n = id;
     let mut i = buf.len();
     loop {

@@ -1,14 +1,22 @@
 //! The core's errors, one type per layer, each carrying the answer the peer gets:
 //! [`HandshakeError`] an HTTP status, [`ProtocolError`] (framing) and
 //! [`RelayError`] (the relay's message format) a WebSocket close code.
+//! [`ConfigError`](super::ConfigError) is the caller's mistake, not the peer's.
 
 use std::fmt;
 
+use super::http::Status;
+
 /// Why an HTTP upgrade request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
-    /// The request head could not be parsed as HTTP/1.1.
+    /// The request head could not be parsed as HTTP/1.1: refused as soon as
+    /// the request line shows it.
     Malformed,
+    /// A TLS ClientHello on the plain port: closed without an answer, which
+    /// a TLS client could not read.
+    TlsOnPlainPort,
     /// The request head grew past the configured size or header count.
     HeadTooLarge,
     /// The request line's target is longer than allowed.
@@ -47,21 +55,35 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The HTTP status this error is answered with.
+    /// The HTTP status this error is answered with (and counted under).
     pub fn http_status(self) -> u16 {
+        self.status().code()
+    }
+
+    pub(crate) fn status(self) -> Status {
         match self {
-            Self::Malformed | Self::OldHttpVersion | Self::MissingHost | Self::UnexpectedBody | Self::BadKey => 400,
-            Self::HeadTooLarge => 431,
-            Self::TargetTooLong => 414,
-            Self::MethodNotAllowed => 405,
-            Self::NotWebSocket | Self::UnsupportedVersion => 426,
-            Self::NotFound => 404,
-            Self::ForbiddenOrigin => 403,
-            Self::Timeout => 408,
+            Self::Malformed
+            | Self::TlsOnPlainPort
+            | Self::OldHttpVersion
+            | Self::MissingHost
+            | Self::UnexpectedBody
+            | Self::BadKey => Status::BadRequest,
+            Self::HeadTooLarge => Status::HeaderFieldsTooLarge,
+            Self::TargetTooLong => Status::UriTooLong,
+            Self::MethodNotAllowed => Status::MethodNotAllowed,
+            Self::NotWebSocket | Self::UnsupportedVersion => Status::UpgradeRequired,
+            Self::NotFound => Status::NotFound,
+            Self::ForbiddenOrigin => Status::Forbidden,
+            Self::Timeout => Status::RequestTimeout,
             Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms | Self::TooManyHandshakes => {
-                503
+                Status::ServiceUnavailable
             }
         }
+    }
+
+    /// False when the client could not read an HTTP answer anyway.
+    pub(crate) fn is_answered(self) -> bool {
+        self != Self::TlsOnPlainPort
     }
 }
 
@@ -69,6 +91,7 @@ impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Malformed => "malformed HTTP request",
+            Self::TlsOnPlainPort => "TLS on the plain-text port",
             Self::HeadTooLarge => "request header fields too large",
             Self::TargetTooLong => "request target too long",
             Self::MethodNotAllowed => "only GET can upgrade to a WebSocket",
@@ -94,6 +117,7 @@ impl std::error::Error for HandshakeError {}
 
 /// A breach of RFC 6455 by the peer, fatal to its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// An RSV bit is set and no extension was negotiated.
     ReservedBits,
@@ -165,6 +189,7 @@ impl std::error::Error for ProtocolError {}
 /// A well-formed WebSocket message the relay refuses: it breaks the
 /// `<target> <rest>` format, or arrives faster than flood control allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayError {
     /// The message is empty or only whitespace.
     MissingTarget,

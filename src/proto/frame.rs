@@ -4,10 +4,10 @@
 use super::error::ProtocolError;
 
 /// The largest header a frame can have: 2 fixed bytes, 8 length bytes, 4 mask bytes.
-pub const MAX_HEADER_LEN: usize = 14;
+pub(crate) const MAX_HEADER_LEN: usize = 14;
 
 /// The largest payload of a control frame (RFC 6455 §5.5).
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// A frame's opcode (RFC 6455 §5.2); the reserved ones are refused while decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl OpCode {
     }
 
     /// The four bits this opcode is written as.
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
             Self::Text => 0x1,
@@ -52,7 +52,7 @@ impl OpCode {
     }
 
     /// Close, ping and pong: at most 125 bytes, never fragmented.
-    pub fn is_control(self) -> bool {
+    pub(crate) fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }
 }
@@ -149,7 +149,7 @@ impl FrameHeader {
 }
 
 /// XORs `data` with `mask`, starting at byte `offset` of the mask's cycle.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     let key = u32::from_ne_bytes(rotate_mask(mask, offset));
     let mut chunks = data.chunks_exact_mut(4);
     for chunk in &mut chunks {
@@ -168,15 +168,18 @@ fn rotate_mask(mask: [u8; 4], offset: usize) -> [u8; 4] {
     [mask[o], mask[(o + 1) % 4], mask[(o + 2) % 4], mask[(o + 3) % 4]]
 }
 
-/// Appends one whole unmasked server frame.
-pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    FrameHeader { fin: true, opcode, mask: None, len: payload.len() as u64 }.encode(out);
-    out.extend_from_slice(payload);
+/// Appends one whole unmasked server frame whose payload is `parts`, joined.
+pub(crate) fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, parts: &[&[u8]]) {
+    let len = parts.iter().map(|p| p.len() as u64).sum();
+    FrameHeader { fin: true, opcode, mask: None, len }.encode(out);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
 }
 
 /// What [`FrameDecoder::decode`] found in the bytes it consumed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum FrameEvent {
+pub(crate) enum FrameEvent {
     /// A frame header was read.
     Header(FrameHeader),
     /// This many payload bytes of the current frame were unmasked into the sink.
@@ -188,7 +191,7 @@ pub enum FrameEvent {
 /// Streaming frame decoder: keeps at most one partial header, never the payload,
 /// so the bytes it holds are bounded by [`MAX_HEADER_LEN`] whatever the chunking.
 #[derive(Debug, Default)]
-pub struct FrameDecoder {
+pub(crate) struct FrameDecoder {
     head: [u8; MAX_HEADER_LEN],
     head_len: usize,
     body: Option<Body>,
@@ -205,7 +208,11 @@ impl FrameDecoder {
     /// Consumes bytes from the front of `input`, unmasking payload bytes into
     /// `sink`. Returns how many bytes were consumed and what they completed;
     /// `None` means all of `input` was consumed and more is needed.
-    pub fn decode(&mut self, input: &[u8], sink: &mut Vec<u8>) -> Result<(usize, Option<FrameEvent>), ProtocolError> {
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        sink: &mut Vec<u8>,
+    ) -> Result<(usize, Option<FrameEvent>), ProtocolError> {
         if let Some(body) = &mut self.body {
             if body.remaining == 0 {
                 self.body = None;

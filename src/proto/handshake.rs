@@ -1,23 +1,17 @@
-//! The HTTP/1.1 side of a connection: the incremental upgrade-request reader
-//! (RFC 6455 §4.2.1) and the responses the relay writes before framing starts.
+//! The upgrade request (RFC 6455 §4.2.1): an incremental reader of the
+//! request head that refuses what can never become a request as soon as the
+//! request line shows it, and the checks that turn a complete head into an
+//! upgrade or a plain request for [`http`](super::http) to route.
 
+use std::borrow::Cow;
+
+use super::config::HandshakeLimits;
 use super::error::HandshakeError;
-use super::pages::{self, Page};
-
-/// Limits on the request head, checked as bytes arrive.
-#[derive(Clone, Copy, Debug)]
-pub struct HandshakeLimits {
-    /// Largest request head in bytes, request line and headers included.
-    pub max_head: usize,
-    /// Most header fields.
-    pub max_headers: usize,
-    /// Longest request target (the room name) in bytes.
-    pub max_target: usize,
-}
+use super::http::{self, Resource};
 
 /// A complete, valid request.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// A WebSocket upgrade for this request target (path and query, byte for byte).
     Upgrade {
         /// The request target, which names the room.
@@ -27,43 +21,38 @@ pub enum Request {
         /// The `Origin` header, which browsers always send.
         origin: Option<Vec<u8>>,
     },
-    /// A plain `GET` for something the relay serves over HTTP.
+    /// A plain `GET` or `HEAD` for something the relay serves over HTTP.
     Get(Resource),
 }
 
-/// What a plain `GET` may fetch.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Resource {
-    /// `/healthz`: 200 while the relay runs.
-    Health,
-    /// `/metrics`: counters in the Prometheus text format.
-    Metrics,
-    /// A compiled-in file: the demo, `ws-relay.js`, its declarations.
-    Page(&'static Page),
-}
-
 /// Reads a request head fed in any chunking. Each byte is scanned once for
-/// the blank line; the head is parsed once, when it is complete.
+/// the blank line; the request line is judged as soon as it is complete and
+/// the head is parsed once, when it is.
 #[derive(Debug)]
-pub struct RequestReader {
+pub(crate) struct RequestReader {
     buf: Vec<u8>,
     scanned: usize,
     limits: HandshakeLimits,
+    /// The request line is complete and well-formed.
+    line_ok: bool,
+    /// The method is `HEAD`, whose answer carries no body.
+    head: bool,
 }
 
 impl RequestReader {
     /// A reader with these limits.
-    pub fn new(limits: HandshakeLimits) -> Self {
-        Self { buf: Vec::new(), scanned: 0, limits }
+    pub(crate) fn new(limits: HandshakeLimits) -> Self {
+        Self { buf: Vec::new(), scanned: 0, limits, line_ok: false, head: false }
     }
 
     /// Feeds bytes. Returns `Ok(None)` while the head is incomplete; else the
     /// request and how many bytes of `input` it used (the rest are frames).
-    pub fn feed(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
         let before = self.buf.len();
         // Past the limit is an error however the head ends, so keep one byte more than it at most.
         let room = (self.limits.max_head + 1).saturating_sub(before);
         self.buf.extend_from_slice(&input[..input.len().min(room)]);
+        self.check_line()?;
         let Some(end) = self.find_end() else {
             if self.buf.len() > self.limits.max_head {
                 return Err(HandshakeError::HeadTooLarge);
@@ -77,9 +66,43 @@ impl RequestReader {
         Ok(Some((request, end - before)))
     }
 
-    /// True if the request so far is a `HEAD`, whose answer carries no body.
-    pub fn is_head(&self) -> bool {
-        self.buf.starts_with(b"HEAD ")
+    /// True if the request line names `HEAD`, whose answer carries no body.
+    pub(crate) fn is_head(&self) -> bool {
+        self.head
+    }
+
+    /// Refuses, as soon as they arrive, bytes that can never start a request:
+    /// a method that is not a token, a malformed request line, a TLS
+    /// ClientHello. Empty lines before the request line are skipped (RFC 9112
+    /// §2.2), as httparse does.
+    fn check_line(&mut self) -> Result<(), HandshakeError> {
+        if self.line_ok {
+            return Ok(());
+        }
+        let Some(start) = self.buf.iter().position(|&b| b != b'\r' && b != b'\n') else { return Ok(()) };
+        let line = &self.buf[start..];
+        // A TLS record of type handshake, version 3.x: a client that thinks this is https.
+        if start == 0 && line[0] == 0x16 {
+            match line.get(1) {
+                None => return Ok(()),
+                Some(0x03) => return Err(HandshakeError::TlsOnPlainPort),
+                Some(_) => {}
+            }
+        }
+        match line.iter().position(|&b| !is_tchar(b)) {
+            None => return Ok(()),
+            Some(n) if n == 0 || line[n] != b' ' => return Err(HandshakeError::Malformed),
+            Some(n) => self.head = &line[..n] == b"HEAD",
+        }
+        let Some(lf) = line.iter().position(|&b| b == b'\n') else { return Ok(()) };
+        // The line alone: httparse asks for the headers (Partial) or names what is wrong with the line.
+        match httparse::Request::new(&mut []).parse(&line[..=lf]) {
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+                self.line_ok = true;
+                Ok(())
+            }
+            Err(_) => Err(HandshakeError::Malformed),
+        }
     }
 
     /// Finds the end of the head: the first empty line, CRLF or bare LF.
@@ -90,9 +113,15 @@ impl RequestReader {
         (from..buf.len()).find_map(|i| {
             let blank = buf[i] == b'\n'
                 && ((i >= 1 && buf[i - 1] == b'\n') || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
-            blank.then_some(i + 1)
+            // Empty lines before the request line are not the end of the head.
+            (blank && !buf[..i].iter().all(|&b| b == b'\r' || b == b'\n')).then_some(i + 1)
         })
     }
+}
+
+/// RFC 9110 §5.6.2: the characters of a token, such as a method.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, HandshakeError> {
@@ -105,10 +134,10 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
         Err(_) => return Err(HandshakeError::Malformed),
     }
     // Complete guarantees method, path and version are set.
-    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(raw_target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HandshakeError::Malformed);
     };
-    if path.len() > limits.max_target {
+    if raw_target.len() > limits.max_target {
         return Err(HandshakeError::TargetTooLong);
     }
     // HEAD is GET without the body (RFC 9110 §9.3.2), for monitors and link checkers.
@@ -126,17 +155,9 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     if upgrade && method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
     }
+    let Some(target) = origin_form(raw_target) else { return Err(HandshakeError::NotFound) };
     if !upgrade {
-        // A cache-busting query (`/ws-relay.js?v=2`) still finds the file.
-        let file = path.split_once('?').map_or(path, |(file, _)| file);
-        return match file {
-            "/healthz" => Ok(Request::Get(Resource::Health)),
-            "/metrics" => Ok(Request::Get(Resource::Metrics)),
-            // Every browser asks; a 404 says "none" where a 426 would puzzle.
-            "/favicon.ico" => Err(HandshakeError::NotFound),
-            _ if !path.starts_with('/') => Err(HandshakeError::NotFound),
-            _ => pages::find(file).map(|p| Request::Get(Resource::Page(p))).ok_or(HandshakeError::NotWebSocket),
-        };
+        return http::route(&target).map(Request::Get);
     }
     if version != 1 {
         return Err(HandshakeError::OldHttpVersion);
@@ -155,13 +176,30 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
         (Some(k), None) if is_valid_key(k.value.trim_ascii()) => k.value.trim_ascii(),
         _ => return Err(HandshakeError::BadKey),
     };
-    if !path.starts_with('/') {
-        return Err(HandshakeError::NotFound);
-    }
     Ok(Request::Upgrade {
-        target: path.as_bytes().to_vec(),
+        target: target.as_bytes().to_vec(),
         accept: tungstenite::handshake::derive_accept_key(key),
         origin: header("origin").next().map(|h| h.value.trim_ascii().to_vec()),
+    })
+}
+
+/// The path and query a request target names. A server must accept the
+/// absolute form (`GET http://host/room?x HTTP/1.1`, RFC 9112 §3.2.2), which
+/// names the same resource as `/room?x`; the authority and asterisk forms
+/// name nothing here.
+fn origin_form(target: &str) -> Option<Cow<'_, str>> {
+    if target.starts_with('/') {
+        return Some(Cow::Borrowed(target));
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !["http", "https", "ws", "wss"].iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return None;
+    }
+    Some(match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Cow::Borrowed(&rest[i..]),
+        // An empty path is `/` (RFC 9110 §4.2.3): `http://host?x` is `/?x`.
+        Some(i) => Cow::Owned(format!("/{}", &rest[i..])),
+        None => Cow::Borrowed("/"),
     })
 }
 
@@ -175,70 +213,6 @@ fn is_valid_key(key: &[u8]) -> bool {
     key.len() == 24
         && key.ends_with(b"==")
         && key[..22].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// The 101 response that completes an upgrade.
-pub fn accept_response(accept: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-    );
-    out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
-/// A 200 response carrying `body`, after which the connection is closed.
-/// Pages change with the binary, so browsers revalidate rather than cache.
-pub fn ok_response(content_type: &str, body: &[u8], out: &mut Vec<u8>) {
-    let headers = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
-    response(200, headers, content_type, body, out);
-}
-
-/// A plain response with a text body, after which the connection is closed.
-pub fn plain_response(status: u16, body: &str, out: &mut Vec<u8>) {
-    let headers = match status {
-        405 => "Allow: GET, HEAD\r\n",
-        426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-        _ => "",
-    };
-    response(status, headers, "text/plain; charset=utf-8", format!("{body}\n").as_bytes(), out);
-}
-
-/// Every response but the 101: `headers` (each ending in CRLF) join the
-/// content headers, and the connection closes after the body.
-fn response(status: u16, headers: &str, content_type: &str, body: &[u8], out: &mut Vec<u8>) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        414 => "URI Too Long",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
-}
-
-/// Cuts the body off the response that starts at `start` in `out`, leaving
-/// its head (with the `Content-Length` the body would have had): the answer to
-/// a `HEAD`.
-pub fn strip_body(out: &mut Vec<u8>, start: usize) {
-    if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-        out.truncate(start + end + 4);
-    }
-}
-
-/// The response for a refused request.
-pub fn error_response(err: HandshakeError, out: &mut Vec<u8>) {
-    plain_response(err.http_status(), &err.to_string(), out);
 }
 
 #[cfg(test)]
@@ -339,5 +313,57 @@ mod tests {
         assert_eq!(feed_all(&[req.as_bytes()]), Err(HandshakeError::HeadTooLarge));
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(300));
         assert_eq!(feed_all(&[long.as_bytes()]), Err(HandshakeError::TargetTooLong));
+    }
+
+    #[test]
+    fn what_can_never_be_a_request_is_refused_before_the_head_ends() {
+        let early: [(&[u8], HandshakeError); 5] = [
+            (b"\x00\x01\x02", HandshakeError::Malformed),
+            (b"GE\x7fT / HTTP/1.1", HandshakeError::Malformed),
+            (b"GET\t/ HTTP/1.1", HandshakeError::Malformed),
+            (b"GET / HTTP/9\r\n", HandshakeError::Malformed),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", HandshakeError::TlsOnPlainPort),
+        ];
+        for (bytes, err) in early {
+            let mut r = RequestReader::new(LIMITS);
+            assert_eq!(r.feed(bytes), Err(err), "{bytes:?}");
+            // The same, a byte at a time: refused at the byte that decides it, not at the end.
+            let mut r = RequestReader::new(LIMITS);
+            let refused = bytes.iter().position(|b| r.feed(std::slice::from_ref(b)).is_err());
+            assert!(refused.is_some(), "{bytes:?}");
+        }
+        // A good line waits for the rest of the head.
+        assert_eq!(RequestReader::new(LIMITS).feed(b"GET /x HTTP/1.1\r\nHost"), Ok(None));
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_are_skipped_and_head_is_judged_by_the_method() {
+        let mut r = RequestReader::new(LIMITS);
+        let got = r.feed(b"\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!(got, Request::Get(Resource::Health));
+        assert!(r.is_head());
+        let mut r = RequestReader::new(LIMITS);
+        assert_eq!(r.feed(b"GET /HEAD HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HandshakeError::NotWebSocket));
+        assert!(!r.is_head());
+    }
+
+    #[test]
+    fn the_absolute_form_names_its_path_and_query() {
+        let good = String::from_utf8(GOOD.to_vec()).unwrap();
+        for (target, room) in [
+            ("http://relay.example/ws-relay/spacewar?game=1", "/ws-relay/spacewar?game=1"),
+            ("WSS://relay.example:443/r", "/r"),
+            ("http://relay.example", "/"),
+            ("http://relay.example?game=2", "/?game=2"),
+        ] {
+            let req = good.replacen("/ws-relay/spacewar?game=1", target, 1);
+            let (got, _) = feed_all(&[req.as_bytes()]).unwrap().unwrap();
+            let Request::Upgrade { target: got, .. } = got else { panic!("{target}: {got:?}") };
+            assert_eq!(got, room.as_bytes(), "{target}");
+        }
+        let req = good.replacen("/ws-relay/spacewar?game=1", "ftp://x/r", 1);
+        assert_eq!(feed_all(&[req.as_bytes()]), Err(HandshakeError::NotFound));
+        let health = feed_all(&[b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n"]).unwrap().unwrap().0;
+        assert_eq!(health, Request::Get(Resource::Health));
     }
 }

@@ -2,13 +2,21 @@
 //! size and fragment limits (checked from the header, before buffering),
 //! incremental UTF-8 validation of text, and close-frame validation.
 
+use super::config::MessageLimits;
 use super::error::ProtocolError;
 use super::frame::{FrameDecoder, FrameEvent, FrameHeader, OpCode};
 use super::utf8::Utf8Validator;
 
-/// A complete message, borrowed from the decoder until its next call.
+/// A message buffer that held more than this gives its memory back once the
+/// message is handled, so a client that sent one large message and went quiet
+/// does not pin it.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
+/// A complete message, borrowed from the decoder until its next call. The
+/// client side has its own owned form, [`Received`](crate::client::Received),
+/// which also carries the HTTP status a client sees first.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Message<'a> {
+pub(crate) enum Message<'a> {
     /// A text message; the bytes are valid UTF-8.
     Text(&'a [u8]),
     /// A binary message.
@@ -21,27 +29,9 @@ pub enum Message<'a> {
     Close(Option<(u16, &'a str)>),
 }
 
-/// Limits a [`MessageDecoder`] enforces.
-#[derive(Clone, Copy, Debug)]
-pub struct MessageLimits {
-    /// Largest message, summed over its fragments, in bytes.
-    pub max_message: usize,
-    /// Most frames one message may be split into.
-    pub max_fragments: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Done {
-    Text,
-    Binary,
-    Ping,
-    Pong,
-    Close,
-}
-
 /// Turns client bytes into [`Message`]s, whatever way they are chunked.
 #[derive(Debug)]
-pub struct MessageDecoder {
+pub(crate) struct MessageDecoder {
     frames: FrameDecoder,
     limits: MessageLimits,
     current: Option<FrameHeader>,
@@ -55,7 +45,7 @@ pub struct MessageDecoder {
 
 impl MessageDecoder {
     /// A decoder for frames from a client: every frame must be masked.
-    pub fn new(limits: MessageLimits) -> Self {
+    pub(crate) fn new(limits: MessageLimits) -> Self {
         Self {
             frames: FrameDecoder::default(),
             limits,
@@ -72,7 +62,7 @@ impl MessageDecoder {
     /// Consumes bytes from the front of `input` until a message is complete or
     /// the input runs out. Returns the bytes consumed and the message, if any.
     /// After an error the decoder must not be used again.
-    pub fn decode(&mut self, mut input: &[u8]) -> Result<(usize, Option<Message<'_>>), ProtocolError> {
+    pub(crate) fn decode(&mut self, mut input: &[u8]) -> Result<(usize, Option<Message<'_>>), ProtocolError> {
         if std::mem::take(&mut self.returned) {
             self.data.clear();
         }
@@ -100,13 +90,30 @@ impl MessageDecoder {
         };
         let consumed = total - input.len();
         let message = match done {
-            Done::Text => Message::Text(&self.data),
-            Done::Binary => Message::Binary(&self.data),
-            Done::Ping => Message::Ping(&self.control),
-            Done::Pong => Message::Pong(&self.control),
-            Done::Close => Message::Close(parse_close(&self.control)?),
+            OpCode::Text => Message::Text(&self.data),
+            OpCode::Binary => Message::Binary(&self.data),
+            OpCode::Ping => Message::Ping(&self.control),
+            OpCode::Pong => Message::Pong(&self.control),
+            OpCode::Close => Message::Close(parse_close(&self.control)?),
+            OpCode::Continuation => unreachable!("end_frame never completes a continuation"),
         };
         Ok((consumed, Some(message)))
+    }
+
+    /// Gives back the memory of the message last returned if it was large;
+    /// call once the input at hand is used up.
+    pub(crate) fn trim(&mut self) {
+        if std::mem::take(&mut self.returned) {
+            self.data.clear();
+            if self.data.capacity() > KEEP_CAPACITY {
+                self.data = Vec::new();
+            }
+        }
+    }
+
+    /// Memory held, for `/metrics`.
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.capacity() + self.control.capacity()
     }
 
     fn start_frame(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
@@ -136,32 +143,30 @@ impl MessageDecoder {
         if self.fragments > self.limits.max_fragments {
             return Err(ProtocolError::TooManyFragments);
         }
+        // Checked from the header, but memory is taken as the payload arrives:
+        // a header alone claiming a large frame costs nothing.
         let size = (self.data.len() as u64).saturating_add(h.len);
         if size > self.limits.max_message as u64 {
             return Err(ProtocolError::MessageTooBig);
         }
-        // Reserve once from the header so a large frame does not regrow the buffer per read.
-        self.data.reserve(usize::try_from(h.len).unwrap_or(0));
         self.current = Some(h);
         Ok(())
     }
 
-    fn end_frame(&mut self) -> Result<Option<Done>, ProtocolError> {
-        // End only follows a Header, which always sets `current`.
-        let Some(h) = self.current.take() else { return Ok(None) };
+    /// The opcode of the message the frame just ended completes, if it completes one.
+    fn end_frame(&mut self) -> Result<Option<OpCode>, ProtocolError> {
+        let h = self.current.take().expect("End follows the Header that set the current frame");
         Ok(match h.opcode {
-            OpCode::Ping => Some(Done::Ping),
-            OpCode::Pong => Some(Done::Pong),
-            OpCode::Close => Some(Done::Close),
+            OpCode::Ping | OpCode::Pong | OpCode::Close => Some(h.opcode),
             _ if !h.fin => None,
             _ => {
                 let opcode = self.data_opcode.take();
                 self.returned = true;
                 if opcode == Some(OpCode::Text) {
                     self.utf8.finish()?;
-                    Some(Done::Text)
+                    Some(OpCode::Text)
                 } else {
-                    Some(Done::Binary)
+                    Some(OpCode::Binary)
                 }
             }
         })
@@ -169,7 +174,7 @@ impl MessageDecoder {
 }
 
 /// Parses and validates a close frame's payload (RFC 6455 §5.5.1, §7.4).
-pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, ProtocolError> {
+pub(crate) fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, ProtocolError> {
     match payload {
         [] => Ok(None),
         [_] => Err(ProtocolError::CloseTooShort),
@@ -186,34 +191,81 @@ pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, ProtocolError>
 
 /// Codes a peer may put in a close frame: the registered ones, less those
 /// reserved for local use (1004-1006, 1015), plus the private ranges.
-pub fn is_valid_close_code(code: u16) -> bool {
+pub(crate) fn is_valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Decodes `pieces` in order into owned messages, with the error that
+/// stopped them, if any: the oracle of the decoder's tests and fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn decode_all<'a>(
+    limits: MessageLimits,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<crate::client::Received>, Option<ProtocolError>) {
+    use crate::client::Received;
+    let mut decoder = MessageDecoder::new(limits);
+    let mut got = Vec::new();
+    for piece in pieces {
+        let mut rest = piece;
+        loop {
+            match decoder.decode(rest) {
+                Err(e) => return (got, Some(e)),
+                Ok((n, message)) => {
+                    rest = &rest[n..];
+                    let Some(message) = message else { break };
+                    got.push(match message {
+                        Message::Text(t) => {
+                            Received::Text(String::from_utf8(t.to_vec()).expect("text messages are UTF-8"))
+                        }
+                        Message::Binary(b) => Received::Binary(b.to_vec()),
+                        Message::Ping(p) => Received::Ping(p.to_vec()),
+                        Message::Pong(p) => Received::Pong(p.to_vec()),
+                        Message::Close(c) => Received::Close(c.map(|(c, r)| (c, r.to_owned()))),
+                    });
+                }
+            }
+        }
+    }
+    (got, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzzing::{decode_messages, Owned};
-    use crate::proto::frame::apply_mask;
+    use crate::client::{masked_frame, Received as Owned};
 
     const LIMITS: MessageLimits = MessageLimits { max_message: 1000, max_fragments: 4 };
 
     fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mask = [0xA1, 0xB2, 0xC3, 0xD4];
         let mut out = Vec::new();
-        FrameHeader { fin, opcode, mask: Some(mask), len: payload.len() as u64 }.encode(&mut out);
-        let mut p = payload.to_vec();
-        apply_mask(&mut p, mask, 0);
-        out.extend_from_slice(&p);
+        masked_frame(&mut out, fin, opcode, payload, [0xA1, 0xB2, 0xC3, 0xD4]);
         out
     }
 
     fn run(chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_messages(LIMITS, chunks.iter().copied())
+        decode_all(LIMITS, chunks.iter().copied())
     }
 
     fn byte_by_byte(wire: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_messages(LIMITS, wire.chunks(1))
+        decode_all(LIMITS, wire.chunks(1))
+    }
+
+    #[test]
+    fn memory_is_taken_as_payload_arrives_and_given_back_after() {
+        let mut d = MessageDecoder::new(MessageLimits { max_message: 1 << 20, max_fragments: 4 });
+        let big = client_frame(true, OpCode::Binary, &[1; 64 * 1024]);
+        // A header claiming 64 KiB holds nothing until the payload comes.
+        let (used, msg) = d.decode(&big[..14]).unwrap();
+        assert_eq!((used, msg), (14, None));
+        assert_eq!(d.capacity(), 0);
+        let (_, msg) = d.decode(&big[14..]).unwrap();
+        assert!(matches!(msg, Some(Message::Binary(b)) if b.len() == 64 * 1024));
+        d.trim();
+        assert_eq!(d.capacity(), 0, "a large message's buffer is given back");
+        let small = client_frame(true, OpCode::Text, b"* report {}");
+        d.decode(&small).unwrap();
+        d.trim();
+        assert!(d.capacity() > 0 && d.capacity() <= KEEP_CAPACITY, "a small one is kept for the next");
     }
 
     #[test]
@@ -221,9 +273,9 @@ mod tests {
         let mut wire = client_frame(false, OpCode::Text, "hé".as_bytes()[..2].as_ref());
         wire.extend(client_frame(true, OpCode::Ping, b"p"));
         wire.extend(client_frame(true, OpCode::Continuation, &"hé".as_bytes()[2..]));
-        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".as_bytes().to_vec())];
+        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".into())];
         assert_eq!(run(&[&wire]), (want, None));
-        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".as_bytes().to_vec())];
+        let want = vec![Owned::Ping(b"p".to_vec()), Owned::Text("hé".into())];
         assert_eq!(byte_by_byte(&wire), (want, None));
     }
 
@@ -290,6 +342,6 @@ mod tests {
     }
 
     fn encode_unmasked(out: &mut Vec<u8>) {
-        crate::proto::frame::encode_frame(out, OpCode::Text, b"hi");
+        crate::proto::frame::encode_frame(out, OpCode::Text, &[b"hi"]);
     }
 }

@@ -1,11 +1,13 @@
 //! The relay's counters in the Prometheus text exposition format (version
-//! 0.0.4), and the measurements only a driver can make: how long its event
-//! loop turns take and what it dropped for clients that stopped reading. The
-//! driver passes those in as numbers, so the core still reads no clock.
+//! 0.0.4), and the one measurement only a driver can make: how long its event
+//! loop turns take. The driver passes those in as durations, so the core
+//! still reads no clock.
 
 use std::fmt::Write;
 use std::time::Duration;
 
+use super::action::CloseKind;
+use super::http::Status;
 use super::stats::Stats;
 
 /// Upper bounds of the turn-duration buckets in microseconds: powers of two
@@ -14,7 +16,7 @@ const BUCKETS: usize = 21;
 
 /// Event-loop turn durations, bucketed as Prometheus expects.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TurnHistogram {
+pub(crate) struct TurnHistogram {
     /// Samples per bucket, not cumulative; the last counts those above every bound.
     counts: [u64; BUCKETS + 1],
     sum_nanos: u128,
@@ -22,7 +24,7 @@ pub struct TurnHistogram {
 
 impl TurnHistogram {
     /// Counts one turn.
-    pub fn record(&mut self, turn: Duration) {
+    pub(crate) fn record(&mut self, turn: Duration) {
         let nanos = turn.as_nanos();
         let micros = u64::try_from(nanos.div_ceil(1000)).unwrap_or(u64::MAX);
         let bucket = if micros <= 1 { 0 } else { (64 - (micros - 1).leading_zeros()) as usize };
@@ -31,40 +33,32 @@ impl TurnHistogram {
     }
 
     /// Turns counted.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 }
 
-/// What the driver measured and reports to the core.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DriverMetrics {
-    /// How long each event-loop turn took, from wake-up to the last write.
-    pub turns: TurnHistogram,
-    /// Messages not queued to a client because it had passed its output bound.
-    pub dropped_slow_consumer: u64,
-}
-
 /// The core's gauges at the moment of a scrape.
-#[derive(Clone, Copy, Debug)]
-pub struct Gauges {
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Gauges {
     /// Transport connections in any phase.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Connections still sending their HTTP request.
-    pub handshakes: usize,
+    pub(crate) handshakes: usize,
     /// Upgraded clients.
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Rooms with clients.
-    pub rooms: usize,
-    /// Bytes handed to the driver to send, responses and frames alike.
-    pub bytes_sent: u64,
+    pub(crate) rooms: usize,
+    /// Memory held for messages being received.
+    pub(crate) input_buffers: usize,
+    /// Memory held for bytes waiting to be written.
+    pub(crate) output_buffers: usize,
+    /// Bytes waiting to be written.
+    pub(crate) pending: usize,
 }
-
-/// Every HTTP status the relay refuses with, so each series exists from the start.
-const STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 414, 426, 431, 503];
 
 /// Appends the exposition text for these values to `out`.
-pub fn render(stats: &Stats, gauges: Gauges, driver: &DriverMetrics, out: &mut Vec<u8>) {
+pub(crate) fn render(stats: &Stats, gauges: Gauges, turns: &TurnHistogram, out: &mut Vec<u8>) {
     let mut text = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         // Writing to a String cannot fail.
@@ -87,6 +81,18 @@ pub fn render(stats: &Stats, gauges: Gauges, driver: &DriverMetrics, out: &mut V
     );
     metric("ws_relay_clients", "gauge", "Upgraded WebSocket clients.", &[("", gauges.clients as u64)]);
     metric("ws_relay_rooms", "gauge", "Rooms with at least one client.", &[("", gauges.rooms as u64)]);
+    metric(
+        "ws_relay_buffer_bytes",
+        "gauge",
+        "Memory held in per-connection buffers: messages being received, bytes waiting to be written.",
+        &[("{buffer=\"input\"}", gauges.input_buffers as u64), ("{buffer=\"output\"}", gauges.output_buffers as u64)],
+    );
+    metric(
+        "ws_relay_pending_bytes",
+        "gauge",
+        "Bytes queued for clients and not yet written: what slow readers have not taken.",
+        &[("", gauges.pending as u64)],
+    );
     metric(
         "ws_relay_connections_accepted_total",
         "counter",
@@ -112,17 +118,19 @@ pub fn render(stats: &Stats, gauges: Gauges, driver: &DriverMetrics, out: &mut V
         "Messages not delivered: addressed to an id not in the room, or to a client past its output bound.",
         &[
             ("{reason=\"no_such_id\"}", stats.undeliverable),
-            ("{reason=\"slow_consumer\"}", driver.dropped_slow_consumer),
+            ("{reason=\"slow_consumer\"}", stats.dropped_slow_consumer),
         ],
     );
     metric("ws_relay_received_bytes_total", "counter", "Bytes read from clients.", &[("", stats.bytes_received)]);
-    metric("ws_relay_sent_bytes_total", "counter", "Bytes queued for clients.", &[("", gauges.bytes_sent)]);
-    let closes = labelled("reason", stats.closes.by_reason());
+    metric("ws_relay_sent_bytes_total", "counter", "Bytes written to clients.", &[("", stats.bytes_sent)]);
+    let closes = labelled("reason", CloseKind::ALL.iter().map(|&k| (k.label(), stats.closes(k))));
     metric("ws_relay_closes_total", "counter", "Connections ended, by reason.", &borrowed(&closes));
-    let refused = labelled("status", STATUSES.map(|s| (s, stats.refused.get(&s).copied().unwrap_or(0))));
+    // Every status the relay refuses with, so each series exists from the start.
+    let statuses = Status::ALL.iter().filter(|s| s.code() >= 400);
+    let refused = labelled("status", statuses.map(|s| (s.code(), stats.refused(s.code()))));
     let help = "HTTP requests refused, by response status.";
     metric("ws_relay_handshakes_rejected_total", "counter", help, &borrowed(&refused));
-    render_turns(&driver.turns, &mut text);
+    render_turns(turns, &mut text);
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -174,13 +182,12 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative_and_sums_in_seconds() {
-        let mut driver = DriverMetrics::default();
+        let mut turns = TurnHistogram::default();
         for us in [1, 3, 3, 5_000_000] {
-            driver.turns.record(Duration::from_micros(us));
+            turns.record(Duration::from_micros(us));
         }
-        let gauges = Gauges { connections: 0, handshakes: 0, clients: 0, rooms: 0, bytes_sent: 0 };
         let mut out = Vec::new();
-        render(&Stats::default(), gauges, &driver, &mut out);
+        render(&Stats::default(), Gauges::default(), &turns, &mut out);
         let text = String::from_utf8(out).unwrap();
         for line in [
             "ws_relay_loop_turn_seconds_bucket{le=\"0.000001\"} 1",
@@ -193,6 +200,21 @@ mod tests {
             "ws_relay_handshakes_rejected_total{status=\"503\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_status_and_close_reason_has_its_series() {
+        let mut out = Vec::new();
+        render(&Stats::default(), Gauges::default(), &TurnHistogram::default(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for kind in CloseKind::ALL {
+            let line = format!("ws_relay_closes_total{{reason=\"{}\"}} 0", kind.label());
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        for status in Status::ALL.iter().filter(|s| s.code() != 200) {
+            let line = format!("ws_relay_handshakes_rejected_total{{status=\"{}\"}} 0", status.code());
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
     }
 }

@@ -1,31 +1,34 @@
 //! The sans-IO core: the whole ws-relay protocol with no sockets, no clock
-//! reads, no threads and no randomness. Time is an argument; output is a queue
-//! of [`Action`]s. Same inputs, same outputs.
+//! reads, no threads and no randomness. Time is an argument; output is bytes
+//! per connection and a queue of [`Action`]s. Same inputs, same outputs.
 //!
-//! Data flows one way: bytes → [`handshake`] or [`frame`] → [`message`] →
-//! [`envelope`] and [`room`] → [`Action`]s.
+//! Data flows one way, and the modules are named for what they hold:
+//!
+//! - bytes → [`handshake`] (the upgrade request; [`http`] routes and answers
+//!   plain requests) or [`frame`] (RFC 6455 frames, with [`utf8`] validation)
+//! - → [`message`] (frames into messages, within the limits)
+//! - → [`envelope`] (`<target> <rest>`) and [`room`] (who is where)
+//! - → [`relay`], which holds every [`conn`]ection and its [`output`]: the
+//!   bytes each driver writes and the bound that makes a slow consumer
+//! - → [`action`]s for the driver. [`timer`] and [`rate`] keep deadlines and
+//!   flood budgets; [`stats`] and [`metrics`] count.
 
-pub mod action;
-pub mod client;
-pub mod config;
-pub mod conn;
-pub mod envelope;
-pub mod error;
-pub mod frame;
-pub mod handshake;
-pub mod message;
-pub mod metrics;
-pub mod outbox;
-pub mod pages;
-pub mod rate;
-pub mod relay;
-pub mod room;
-pub mod stats;
-pub mod timer;
-pub mod utf8;
-
-pub use action::{Action, CloseReason, ConnId};
-pub use config::{Capacity, Config, Listener, Mode};
-pub use error::{HandshakeError, ProtocolError, RelayError};
-pub use relay::Relay;
-pub use stats::Stats;
+pub(crate) mod action;
+pub(crate) mod config;
+pub(crate) mod conn;
+pub(crate) mod envelope;
+pub(crate) mod error;
+pub(crate) mod frame;
+pub(crate) mod handshake;
+pub(crate) mod http;
+pub(crate) mod message;
+pub(crate) mod metrics;
+pub(crate) mod output;
+pub(crate) mod pages;
+pub(crate) mod rate;
+pub(crate) mod relay;
+pub(crate) mod room;
+pub(crate) mod stats;
+pub(crate) mod table;
+pub(crate) mod timer;
+pub(crate) mod utf8;

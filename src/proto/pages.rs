@@ -4,11 +4,11 @@
 
 /// A file served with a plain `GET`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     /// Its `Content-Type`.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// Its bytes.
-    pub body: &'static [u8],
+    pub(crate) body: &'static [u8],
 }
 
 static DEMO: Page = Page { content_type: "text/html; charset=utf-8", body: include_bytes!("../../web/index.html") };
@@ -18,7 +18,7 @@ static TYPES: Page =
     Page { content_type: "application/typescript; charset=utf-8", body: include_bytes!("../../web/ws-relay.d.ts") };
 
 /// The page at `path` (the request path without its query), if there is one.
-pub fn find(path: &str) -> Option<&'static Page> {
+pub(crate) fn find(path: &str) -> Option<&'static Page> {
     match path {
         "/" | "/index.html" => Some(&DEMO),
         "/ws-relay.js" => Some(&HELPER),

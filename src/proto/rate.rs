@@ -4,22 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-/// How much a client may send.
-#[derive(Clone, Copy, Debug)]
-pub struct FloodLimits {
-    /// Sustained messages per second (control frames included).
-    pub messages_per_second: u32,
-    /// Messages a client may send at once.
-    pub message_burst: u32,
-    /// Sustained payload bytes per second.
-    pub bytes_per_second: u64,
-    /// Payload bytes a client may send at once.
-    pub byte_burst: u64,
-}
+use super::config::FloodLimits;
 
 /// One connection's two budgets: messages and bytes.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     messages: Option<Instant>,
     bytes: Option<Instant>,
 }
@@ -27,7 +16,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Charges one message of `len` payload bytes at `now`; false when either
     /// budget is overdrawn.
-    pub fn allow(&mut self, limits: &FloodLimits, len: usize, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, limits: &FloodLimits, len: usize, now: Instant) -> bool {
         let per_message = per_unit(1, u64::from(limits.messages_per_second));
         let message_slack = per_message * limits.message_burst;
         let per_bytes = per_unit(len as u64, limits.bytes_per_second);
@@ -46,7 +35,8 @@ fn per_unit(units: u64, rate: u64) -> Duration {
 /// Moves the theoretical arrival time on by `cost`; allowed while it stays
 /// within `slack` (the whole burst) of now.
 fn charge(tat: &mut Option<Instant>, cost: Duration, slack: Duration, now: Instant) -> bool {
-    let next = tat.map_or(now, |t| t.max(now)) + cost;
+    // A cost past what an Instant can hold is over any budget.
+    let Some(next) = tat.map_or(now, |t| t.max(now)).checked_add(cost) else { return false };
     *tat = Some(next);
     next.saturating_duration_since(now) <= slack
 }

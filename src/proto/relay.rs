@@ -1,42 +1,93 @@
 //! [`Relay`]: every connection, every room, and the routing between them.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::io;
+use std::mem;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
-use super::config::{Config, Listener, Mode};
+use super::config::{Config, ConfigError, Listener, Mode};
 use super::conn::{Conn, Phase};
 use super::envelope::{self, Target};
 use super::error::{HandshakeError, ProtocolError, RelayError};
-use super::frame::OpCode;
-use super::handshake::{self, Request, RequestReader, Resource};
+use super::frame::{encode_frame, OpCode};
+use super::handshake::{Request, RequestReader};
+use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
-use super::metrics::{self, DriverMetrics, Gauges};
-use super::outbox::Outbox;
+use super::metrics::{self, Gauges, TurnHistogram};
+use super::output::{Outputs, Slot};
 use super::rate::RateLimiter;
-use super::room::Rooms;
+use super::room::{Rooms, Seat};
 use super::stats::Stats;
 use super::timer::TimerQueue;
 
-/// The whole relay as a state machine: bytes and time in, actions out.
+/// The whole relay as a state machine: bytes and time in, bytes and actions
+/// out. It reads no clock, opens no socket and draws no random number: the
+/// same inputs give the same outputs, which is what makes it testable without
+/// sockets and embeddable in any event loop.
 ///
-/// Feed it with the `handle_*` methods, each given the current time; after
-/// each, drain [`poll_action`](Self::poll_action) until it returns `None`, then
-/// wake up by [`poll_timeout`](Self::poll_timeout) at the latest and call
-/// [`handle_timeout`](Self::handle_timeout).
+/// # The driver's contract
+///
+/// A driver owns the sockets and the clock, and follows these rules; the mio
+/// server in this crate and `examples/tokio_embed.rs` are two such drivers.
+///
+/// 1. **Time.** Read the clock once per wake-up and pass that `Instant` to
+///    every call made for it.
+/// 2. **Input.** Tell the core what happened: a new connection
+///    ([`handle_connect`](Self::handle_connect), or
+///    [`handle_connect_on`](Self::handle_connect_on) for the operator's
+///    port), bytes read ([`handle_read`](Self::handle_read)), the peer's end
+///    of stream ([`handle_eof`](Self::handle_eof): what is queued for it is
+///    still written), a transport that failed or was reset
+///    ([`handle_close`](Self::handle_close): nothing more can be written),
+///    and deadlines reached ([`handle_timeout`](Self::handle_timeout)).
+///    A [`ConnId`] the core no longer knows is ignored, so a driver need not
+///    track which of its ids are stale.
+/// 3. **Actions.** After input, drain [`poll_action`](Self::poll_action)
+///    until it returns `None`. [`Action::Close`] ends a connection for the
+///    core: stop feeding it (reading and discarding is fine), write what it
+///    still has pending, then shut the socket down. Every connection gets
+///    exactly one `Close`.
+/// 4. **Output.** The core owns every connection's outgoing bytes, up to the
+///    bound [`Config::max_pending`]: a client whose backlog would pass it is
+///    a slow consumer, leaves its room and is closed; its peers never wait
+///    for it, and the driver needs no buffer of its own.
+///    [`poll_transmit`](Self::poll_transmit) names each connection whose
+///    output changed; write [`pending`](Self::pending) to it and report what
+///    the socket took with [`handle_written`](Self::handle_written) (or let
+///    [`write_to`](Self::write_to) do both). When a socket takes less than
+///    all, write again once it is writable: [`pending`](Self::pending) still
+///    holds the rest. Writing after all input of a wake-up coalesces every
+///    message for a client into one write.
+/// 5. **Sleep** until [`poll_timeout`](Self::poll_timeout) at the latest,
+///    then call [`handle_timeout`](Self::handle_timeout).
 #[derive(Debug)]
 pub struct Relay {
     config: Config,
     conns: Slab<Conn>,
+    /// Every connection's bytes to write, by slot.
+    outputs: Outputs,
     next_generation: u32,
     rooms: Rooms,
     timers: TimerQueue,
-    outbox: Outbox,
+    actions: VecDeque<Action>,
+    /// Connections whose output changed since the driver last took them.
+    transmit: VecDeque<ConnId>,
+    /// Connections that passed their output bound during the input at hand.
+    overflowed: Vec<ConnId>,
+    /// One frame being built, for one recipient or many: a broadcast is
+    /// encoded once and the same bytes go to every recipient.
+    scratch: Vec<u8>,
+    /// A frame of the relay's own (a notice, a ping, a close), built while
+    /// `scratch` may hold the message being handled.
+    notice: Vec<u8>,
+    /// The recipients of a frame.
+    recipients: Vec<ConnId>,
     stats: Stats,
-    driver_metrics: DriverMetrics,
+    turns: TurnHistogram,
     shutting_down: bool,
     /// Upgraded connections not yet finished, counted against `max_clients`.
     open: usize,
@@ -47,32 +98,74 @@ pub struct Relay {
     arrivals: VecDeque<ConnId>,
 }
 
-/// What a message asks of the connection that sent it, worked out while the
-/// decoder still borrows the connection.
-enum Next {
-    Continue,
+/// What one decoded message asks of the relay, worked out while the decoder
+/// still lends the message; the frame to send, if any, is in `scratch`.
+enum Step {
+    /// The connection is finished or gone: the rest of the input is discarded.
+    Gone,
+    /// The input ran out in the middle of a message.
+    NeedMore,
+    /// Nothing to do: a pong, or anything but a close frame while closing.
+    Nothing,
+    /// The frame is a pong for the sender.
+    Pong,
+    /// The frame is the message echoed to its sender.
+    Echo,
+    /// The frame is the message from `from`, for `target` in its room.
+    Route { from: Seat, target: Target },
+    /// The message breaks the relay's format or flood control: close it.
     Reject(RelayError),
+    /// The bytes break RFC 6455: fail the connection.
+    Fail(ProtocolError),
+    /// The client's close frame, to be answered.
     ClientClose(Option<u16>),
+    /// The connection is over, for this reason.
     Finish(CloseReason),
 }
 
+/// What happens to output still queued when a connection finishes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    /// It is written: the peer can still read.
+    Flush,
+    /// It is dropped: the transport is gone, or the peer does not read.
+    Discard,
+}
+
+/// Whether a queued frame counts against the output bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// It does: a client past the bound is a slow consumer.
+    Applies,
+    /// It does not: the answer to a request, the first thing a connection is
+    /// sent, which the configuration guarantees fits.
+    Exempt,
+}
+
 impl Relay {
-    /// A relay with no connections.
-    pub fn new(config: Config) -> Self {
-        Self {
+    /// A relay with no connections, if `config` is one it can run with.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
             config,
             conns: Slab::new(),
+            outputs: Outputs::default(),
             next_generation: 0,
             rooms: Rooms::default(),
             timers: TimerQueue::default(),
-            outbox: Outbox::default(),
+            actions: VecDeque::new(),
+            transmit: VecDeque::new(),
+            overflowed: Vec::new(),
+            scratch: Vec::new(),
+            notice: Vec::new(),
+            recipients: Vec::new(),
             stats: Stats::default(),
-            driver_metrics: DriverMetrics::default(),
+            turns: TurnHistogram::default(),
             shutting_down: false,
             open: 0,
             pending: 0,
             arrivals: VecDeque::new(),
-        }
+        })
     }
 
     /// The configuration it runs with.
@@ -85,26 +178,8 @@ impl Relay {
         &self.stats
     }
 
-    /// Where a driver reports what only it can measure (loop-turn durations,
-    /// messages it dropped), so `/metrics` shows them.
-    pub fn driver_metrics_mut(&mut self) -> &mut DriverMetrics {
-        &mut self.driver_metrics
-    }
-
-    /// Appends every counter and gauge in the Prometheus text format: the body
-    /// of `/metrics`, for drivers that expose it some other way.
-    pub fn render_metrics(&self, out: &mut Vec<u8>) {
-        let gauges = Gauges {
-            connections: self.conns.len(),
-            handshakes: self.pending,
-            clients: self.open,
-            rooms: self.rooms.len(),
-            bytes_sent: self.outbox.queued_bytes(),
-        };
-        metrics::render(&self.stats, gauges, &self.driver_metrics, out);
-    }
-
-    /// Connections the core knows, in any phase.
+    /// Connections the core holds: in any phase, or finished with output
+    /// still to be written.
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
@@ -121,14 +196,33 @@ impl Relay {
 
     /// The room name and id of `conn`, while it is in a room.
     pub fn member(&self, conn: ConnId) -> Option<(&[u8], u64)> {
-        let c = self.get(conn)?;
-        let Phase::Open { member: Some((room, id)), .. } = c.phase else { return None };
-        Some((&self.rooms.get(room)?.name, id))
+        let seat = self.get(conn)?.seat()?;
+        Some((&self.rooms.get(seat.room)?.name, seat.id))
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
+    }
+
+    /// Appends every counter and gauge in the Prometheus text format: the body
+    /// of `/metrics`, for drivers that expose it some other way.
+    pub fn render_metrics(&self, out: &mut Vec<u8>) {
+        let mut gauges = Gauges {
+            connections: self.conns.len(),
+            handshakes: self.pending,
+            clients: self.open,
+            rooms: self.rooms.len(),
+            ..Gauges::default()
+        };
+        for (_, c) in &self.conns {
+            gauges.input_buffers += c.decoder.capacity();
+        }
+        for slot in self.outputs.iter() {
+            gauges.output_buffers += slot.output.capacity();
+            gauges.pending += slot.output.backlog();
+        }
+        metrics::render(&self.stats, gauges, &self.turns, out);
     }
 
     /// A new transport connection on the public port; the client's first bytes
@@ -143,15 +237,17 @@ impl Relay {
         // Slab keys are dense; a driver holding four billion connections is out of scope.
         let id = ConnId { index: entry.key() as u32, generation: self.next_generation };
         self.next_generation = self.next_generation.wrapping_add(1);
-        let deadline = now + self.config.handshake_timeout;
+        let deadline = now.checked_add(self.config.handshake_timeout);
         entry.insert(Conn {
             id,
             listener,
             phase: Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline },
+            decoder: MessageDecoder::new(self.config.message),
             last_read: now,
             scheduled: None,
             rate: RateLimiter::default(),
         });
+        self.outputs.open(id);
         self.stats.connections += 1;
         self.schedule(id, deadline);
         self.pending += 1;
@@ -160,56 +256,61 @@ impl Relay {
         id
     }
 
-    /// Keeps handshakes in progress within `max_handshakes` by refusing the
-    /// oldest, and forgets arrivals that are no longer in their handshake.
-    fn push_out_handshakes(&mut self) {
-        while let Some(&oldest) = self.arrivals.front() {
-            let waiting = matches!(self.get(oldest).map(|c| &c.phase), Some(Phase::Handshake { .. }));
-            if waiting && self.pending <= self.config.capacity.max_handshakes {
-                return;
-            }
-            self.arrivals.pop_front();
-            if waiting {
-                self.refuse(oldest, HandshakeError::TooManyHandshakes);
-            }
-        }
-    }
-
     /// Bytes read from `conn`'s transport.
-    pub fn handle_read(&mut self, conn: ConnId, mut bytes: &[u8], now: Instant) {
+    pub fn handle_read(&mut self, conn: ConnId, bytes: &[u8], now: Instant) {
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
+        if matches!(c.phase, Phase::Done) {
+            return;
+        }
         c.last_read = now;
         self.stats.bytes_received += bytes.len() as u64;
         if let Phase::Handshake { reader, .. } = &mut c.phase {
             match reader.feed(bytes) {
-                Ok(None) => return,
+                Ok(None) => {}
                 Ok(Some((request, used))) => {
-                    bytes = &bytes[used..];
                     self.complete_handshake(conn, request, now);
+                    self.read_frames(conn, &bytes[used..], now);
                 }
-                Err(e) => return self.refuse(conn, e),
+                Err(e) => self.refuse(conn, e),
             }
+        } else {
+            self.read_frames(conn, bytes, now);
         }
-        self.read_frames(conn, bytes, now);
+        if let Some(c) = self.get_mut(conn) {
+            c.decoder.trim();
+        }
+        self.cut_slow_consumers();
     }
 
-    /// `conn`'s transport ended: EOF, reset, or an error reading or writing it.
+    /// `conn`'s peer ended its stream (EOF): it sends nothing more, but may
+    /// still read. A connection that did not close cleanly first leaves its
+    /// room as if its transport had closed; what is queued for it stays
+    /// queued, to be written before the socket closes.
+    pub fn handle_eof(&mut self, conn: ConnId, _now: Instant) {
+        if let Some(reason) = self.get(conn).and_then(ending_reason) {
+            self.finish(conn, reason, Leftover::Flush);
+            self.cut_slow_consumers();
+        }
+    }
+
+    /// `conn`'s transport failed: reset, or an error reading or writing it.
+    /// Nothing more can be written; what was queued is dropped.
     pub fn handle_close(&mut self, conn: ConnId, _now: Instant) {
-        let Some(c) = self.get_mut(conn) else { return };
-        // A client dropping the line after the relay's close frame ends for the relay's reason.
-        let reason = match c.phase {
-            Phase::Closing { reason, .. } => reason,
-            _ => CloseReason::TransportClosed,
-        };
-        self.finish(conn, reason);
+        let Some(c) = self.get(conn) else { return };
+        match ending_reason(c) {
+            Some(reason) => self.finish(conn, reason, Leftover::Discard),
+            // Finished already, with output the driver can no longer write.
+            None => self.release(conn),
+        }
+        self.cut_slow_consumers();
     }
 
-    /// `conn` is not reading: the driver's output buffer for it passed its
-    /// bound. The client leaves its room (the others hear `quit`) and its
-    /// transport is closed without further writes; nobody else waits for it.
-    pub fn handle_slow_consumer(&mut self, conn: ConnId, _now: Instant) {
-        if self.get_mut(conn).is_some() {
-            self.finish(conn, CloseReason::SlowConsumer);
+    /// The driver wrote the first `n` bytes of [`pending`](Self::pending) to
+    /// `conn`'s transport.
+    pub fn handle_written(&mut self, conn: ConnId, n: usize) {
+        let Some(slot) = self.outputs.get_mut(conn) else { return };
+        if consume(slot, n, &mut self.stats) {
+            self.release(conn);
         }
     }
 
@@ -223,6 +324,13 @@ impl Relay {
             c.scheduled = None;
             self.on_timer(conn, now);
         }
+        self.cut_slow_consumers();
+    }
+
+    /// How long one turn of the driver's event loop took, from its wake-up
+    /// to its last write, for the `/metrics` histogram.
+    pub fn record_loop_turn(&mut self, turn: Duration) {
+        self.turns.record(turn);
     }
 
     /// Stops the relay: refuses handshakes in progress with 503 and sends every
@@ -233,20 +341,76 @@ impl Relay {
         self.rooms.clear();
         let conns: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for conn in conns {
-            match &mut self.conns[conn.index()].phase {
+            let Some(c) = self.get_mut(conn) else { continue };
+            match &mut c.phase {
                 Phase::Handshake { .. } => self.refuse(conn, HandshakeError::ShuttingDown),
-                Phase::Open { member, .. } => {
-                    *member = None;
+                Phase::Open { seat, .. } => {
+                    *seat = None;
                     self.start_close(conn, 1001, "server shutting down", CloseReason::Shutdown, now);
                 }
-                Phase::Closing { .. } => {}
+                Phase::Closing { .. } | Phase::Done => {}
             }
         }
+        self.cut_slow_consumers();
     }
 
-    /// The next thing for the driver to do.
-    pub fn poll_action(&mut self) -> Option<Action<'_>> {
-        self.outbox.poll()
+    /// Gives back memory held for connections, rooms and queues that are
+    /// gone. A driver calls it when it goes idle after many clients left.
+    pub fn shrink_to_fit(&mut self) {
+        let conns = &self.conns;
+        self.timers.retain(|at, conn| conns.get(conn.index()).is_some_and(|c| c.id == conn && c.scheduled == Some(at)));
+        self.conns.shrink_to_fit();
+        self.outputs.shrink_to_fit();
+        self.rooms.shrink_to_fit();
+        self.actions.shrink_to_fit();
+        self.transmit.shrink_to_fit();
+        self.arrivals.retain(|&conn| conns_alive(&self.conns, conn));
+        self.arrivals.shrink_to_fit();
+        for buf in [&mut self.scratch, &mut self.notice] {
+            buf.clear();
+            buf.shrink_to_fit();
+        }
+        self.recipients = Vec::new();
+        self.overflowed = Vec::new();
+    }
+
+    /// The next thing for the driver to do besides writing.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next connection whose output changed since the driver last took
+    /// it, and that has bytes to write.
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.transmit.pop_front() {
+            let Some(slot) = self.outputs.get_mut(conn) else { continue };
+            slot.queued = false;
+            if slot.output.backlog() > 0 {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// The bytes waiting to be written to `conn`, oldest first; empty for a
+    /// connection the core no longer knows.
+    pub fn pending(&self, conn: ConnId) -> &[u8] {
+        self.outputs.get(conn).map_or(&[], |slot| slot.output.pending())
+    }
+
+    /// Writes what is pending for `conn` with one call to `w.write`, and
+    /// counts what it took as written. The core does no I/O of its own: `w`
+    /// is the driver's socket (or a TLS layer in front of it).
+    pub fn write_to<W: io::Write + ?Sized>(&mut self, conn: ConnId, w: &mut W) -> io::Result<usize> {
+        let Some(slot) = self.outputs.get_mut(conn) else { return Ok(0) };
+        if slot.output.backlog() == 0 {
+            return Ok(0);
+        }
+        let n = w.write(slot.output.pending())?;
+        if consume(slot, n, &mut self.stats) {
+            self.release(conn);
+        }
+        Ok(n)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next. It
@@ -264,7 +428,8 @@ impl Relay {
         self.conns.get_mut(conn.index()).filter(|c| c.id == conn)
     }
 
-    fn schedule(&mut self, conn: ConnId, at: Instant) {
+    fn schedule(&mut self, conn: ConnId, at: Option<Instant>) {
+        let Some(at) = at else { return };
         let Some(c) = self.get_mut(conn) else { return };
         if c.scheduled.is_none_or(|s| at < s) {
             c.scheduled = Some(at);
@@ -272,8 +437,76 @@ impl Relay {
         }
     }
 
+    /// Keeps handshakes in progress within `max_handshakes` by refusing the
+    /// oldest, and forgets arrivals that are no longer in their handshake.
+    fn push_out_handshakes(&mut self) {
+        while let Some(&oldest) = self.arrivals.front() {
+            let waiting = matches!(self.get(oldest).map(|c| &c.phase), Some(Phase::Handshake { .. }));
+            if waiting && self.pending <= self.config.capacity.max_handshakes {
+                return;
+            }
+            self.arrivals.pop_front();
+            if waiting {
+                self.refuse(oldest, HandshakeError::TooManyHandshakes);
+            }
+        }
+    }
+
+    /// Queues `bytes` for `conn`. With the bound applying, a client whose
+    /// backlog would pass it gets nothing more and is cut off once the input
+    /// at hand is handled. False if nothing was queued.
+    fn push(&mut self, conn: ConnId, bytes: &[u8], bound: Bound) -> bool {
+        let limit = self.config.max_pending;
+        let Some(slot) = self.outputs.get_mut(conn) else { return false };
+        if slot.overflowed {
+            self.stats.dropped_slow_consumer += 1;
+            return false;
+        }
+        if bound == Bound::Applies && !slot.output.fits(bytes.len(), limit) {
+            slot.overflowed = true;
+            self.overflowed.push(conn);
+            self.stats.dropped_slow_consumer += 1;
+            return false;
+        }
+        slot.output.buf().extend_from_slice(bytes);
+        if !mem::replace(&mut slot.queued, true) {
+            self.transmit.push_back(conn);
+        }
+        true
+    }
+
+    /// Queues one frame of the relay's own for `conn`.
+    fn push_frame(&mut self, conn: ConnId, opcode: OpCode, parts: &[&[u8]]) -> bool {
+        let mut frame = mem::take(&mut self.notice);
+        frame.clear();
+        encode_frame(&mut frame, opcode, parts);
+        let queued = self.push(conn, &frame, Bound::Applies);
+        self.notice = frame;
+        queued
+    }
+
+    /// Queues a close frame with `code` and `reason` for `conn`.
+    fn push_close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        self.push_frame(conn, OpCode::Close, &[&code.to_be_bytes(), reason.as_bytes()]);
+    }
+
+    /// Queues `frame` for every connection in `recipients`; returns how many took it.
+    fn broadcast(&mut self, frame: &[u8], recipients: &[ConnId]) -> u64 {
+        recipients.iter().map(|&to| u64::from(self.push(to, frame, Bound::Applies))).sum()
+    }
+
+    /// Cuts off every client that passed its output bound during the input
+    /// just handled. Each leaves its room, which may cut off more.
+    fn cut_slow_consumers(&mut self) {
+        while !self.overflowed.is_empty() {
+            for conn in mem::take(&mut self.overflowed) {
+                self.finish(conn, CloseReason::SlowConsumer, Leftover::Discard);
+            }
+        }
+    }
+
     fn complete_handshake(&mut self, conn: ConnId, request: Request, now: Instant) {
-        let listener = self.conns[conn.index()].listener;
+        let listener = self.get(conn).expect("a request completes on a live connection").listener;
         let (target, accept) = match request {
             Request::Get(resource) => return self.serve(conn, listener, resource),
             Request::Upgrade { .. } if listener == Listener::Metrics => {
@@ -291,50 +524,47 @@ impl Relay {
         self.stats.upgrades += 1;
         self.open += 1;
         self.pending -= 1;
-        let start = self.outbox.bytes().len();
-        handshake::accept_response(&accept, self.outbox.bytes());
-        let member = match self.config.mode {
-            Mode::Echo => None,
-            Mode::Relay => Some(self.join(conn, &target, start)),
+        let mut answer = mem::take(&mut self.scratch);
+        answer.clear();
+        http::accept_response(&accept, &mut answer);
+        let seat = match self.config.mode {
+            Mode::Echo => {
+                self.push(conn, &answer, Bound::Exempt);
+                None
+            }
+            Mode::Relay => Some(self.join(conn, &target, &mut answer)),
         };
-        if member.is_none() {
-            self.outbox.send(conn, start);
-        }
-        let c = &mut self.conns[conn.index()];
-        c.phase = Phase::Open { decoder: MessageDecoder::new(self.config.message), member, ping_sent: None };
-        self.schedule(conn, now + self.config.ping_interval);
+        self.scratch = answer;
+        let c = self.get_mut(conn).expect("joining a room does not end the connection");
+        c.phase = Phase::Open { seat, ping_sent: None };
+        self.schedule(conn, now.checked_add(self.config.ping_interval));
     }
 
     /// Answers a plain `GET` or `HEAD` and closes the connection.
     fn serve(&mut self, conn: ConnId, listener: Listener, resource: Resource) {
-        let public = listener == Listener::Public;
+        if !http::served(&resource, listener, &self.config) {
+            return self.refuse(conn, HandshakeError::NotFound);
+        }
+        let head_only = self.is_head(conn);
+        let mut out = mem::take(&mut self.scratch);
+        out.clear();
         match resource {
-            Resource::Health => self.respond(conn, |out| handshake::plain_response(200, "ok", out)),
-            Resource::Metrics if !public || self.config.serve_metrics => {
+            Resource::Health => http::text_response(http::Status::Ok, "ok", head_only, &mut out),
+            Resource::Metrics => {
                 let mut body = Vec::with_capacity(4096);
                 self.render_metrics(&mut body);
-                let content_type = "text/plain; version=0.0.4; charset=utf-8";
-                self.respond(conn, |out| handshake::ok_response(content_type, &body, out));
+                http::file_response("text/plain; version=0.0.4; charset=utf-8", &body, head_only, &mut out);
             }
-            Resource::Page(page) if public && self.config.serve_pages => {
-                self.respond(conn, |out| handshake::ok_response(page.content_type, page.body, out));
-            }
-            Resource::Metrics | Resource::Page(_) => return self.refuse(conn, HandshakeError::NotFound),
+            Resource::Page(page) => http::file_response(page.content_type, page.body, head_only, &mut out),
         }
-        self.finish(conn, CloseReason::HttpServed);
+        self.push(conn, &out, Bound::Exempt);
+        self.scratch = out;
+        self.finish(conn, CloseReason::HttpServed, Leftover::Flush);
     }
 
-    /// Queues the HTTP response `write` makes for `conn`, without its body
-    /// when the request was a `HEAD`.
-    fn respond(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
-        let head_only =
-            self.get(conn).is_some_and(|c| matches!(&c.phase, Phase::Handshake { reader, .. } if reader.is_head()));
-        let start = self.outbox.bytes().len();
-        write(self.outbox.bytes());
-        if head_only {
-            handshake::strip_body(self.outbox.bytes(), start);
-        }
-        self.outbox.send(conn, start);
+    /// True if `conn`'s request line names `HEAD`, whose answers carry no body.
+    fn is_head(&self, conn: ConnId) -> bool {
+        self.get(conn).is_some_and(|c| matches!(&c.phase, Phase::Handshake { reader, .. } if reader.is_head()))
     }
 
     /// A browser page from another site may not open a socket here (cross-site
@@ -360,236 +590,291 @@ impl Relay {
     }
 
     /// Adds `conn` to the room: it hears `self` and who is there, in one write
-    /// with the 101 response that starts at `start`; the others hear `join`.
-    fn join(&mut self, conn: ConnId, room_name: &[u8], start: usize) -> (usize, u64) {
-        let (room, id) = self.rooms.join(room_name, conn);
+    /// with the 101 response already in `answer`; the others hear `join`.
+    fn join(&mut self, conn: ConnId, room_name: &[u8], answer: &mut Vec<u8>) -> Seat {
+        let seat = self.rooms.join(room_name, conn);
         let mut digits = [0; 20];
-        let me = envelope::format_id(id, &mut digits);
-        self.outbox.frame(OpCode::Text, &[me, b" self"]);
-        let members = self.rooms.get(room).map_or(&[][..], |r| r.members());
-        let mut peers = 0;
+        let me = envelope::format_id(seat.id, &mut digits);
+        encode_frame(answer, OpCode::Text, &[me, b" self"]);
+        let mut others = mem::take(&mut self.recipients);
+        others.clear();
+        let members = self.rooms.get(seat.room).expect("the room was just joined").members();
         for m in members.iter().filter(|m| m.conn != conn) {
             let mut buf = [0; 20];
-            self.outbox.frame(OpCode::Text, &[envelope::format_id(m.id, &mut buf), b" join"]);
-            peers += 1;
+            encode_frame(answer, OpCode::Text, &[envelope::format_id(m.id, &mut buf), b" join"]);
+            others.push(m.conn);
         }
-        self.outbox.send(conn, start);
-        let notice = self.outbox.frame(OpCode::Text, &[me, b" join"]);
-        let others = members.iter().filter(|m| m.conn != conn).map(|m| m.conn);
-        let told = self.outbox.broadcast(others, notice);
-        self.stats.deliveries += 1 + peers + told as u64;
-        debug!("{conn} joined room={:?} id={id}", String::from_utf8_lossy(room_name));
-        (room, id)
+        self.push(conn, answer, Bound::Exempt);
+        answer.clear();
+        encode_frame(answer, OpCode::Text, &[me, b" join"]);
+        let told = self.broadcast(answer, &others);
+        self.stats.deliveries += 1 + others.len() as u64 + told;
+        self.recipients = others;
+        debug!("{conn} joined room={:?} id={}", String::from_utf8_lossy(room_name), seat.id);
+        seat
     }
 
     /// Takes `conn` out of its room, telling the others it quit.
     fn leave(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.get_mut(conn) else { return };
-        let Phase::Open { member: member @ Some(_), .. } = &mut c.phase else { return };
-        let Some((room, id)) = member.take() else { return };
-        if let Some(r) = self.rooms.get(room) {
-            debug!("{conn} left room={:?} id={id}: {reason}", String::from_utf8_lossy(&r.name));
+        let Phase::Open { seat, .. } = &mut c.phase else { return };
+        let Some(seat) = seat.take() else { return };
+        if let Some(r) = self.rooms.get(seat.room) {
+            debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
         }
-        self.rooms.leave(room, id);
-        let Some(r) = self.rooms.get(room) else { return };
+        self.rooms.leave(seat);
+        let Some(room) = self.rooms.get(seat.room) else { return };
+        let mut others = mem::take(&mut self.recipients);
+        others.clear();
+        others.extend(room.members().iter().map(|m| m.conn));
+        let mut frame = mem::take(&mut self.notice);
+        frame.clear();
         let mut digits = [0; 20];
-        let start = self.outbox.frame(OpCode::Text, &[envelope::format_id(id, &mut digits), b" quit"]);
-        let told = self.outbox.broadcast(r.members().iter().map(|m| m.conn), start);
-        self.stats.deliveries += told as u64;
+        encode_frame(&mut frame, OpCode::Text, &[envelope::format_id(seat.id, &mut digits), b" quit"]);
+        self.stats.deliveries += self.broadcast(&frame, &others);
+        self.notice = frame;
+        self.recipients = others;
     }
 
     fn read_frames(&mut self, conn: ConnId, mut bytes: &[u8], now: Instant) {
+        let mut frame = mem::take(&mut self.scratch);
         while !bytes.is_empty() {
-            let Some(Conn { phase, rate, .. }) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else {
-                return;
-            };
-            let (decoder, member, closing) = match phase {
-                Phase::Open { decoder, member, .. } => (decoder, *member, None),
-                Phase::Closing { decoder, reason, .. } => (decoder, None, Some(*reason)),
-                Phase::Handshake { .. } => return,
-            };
-            let (used, message) = match decoder.decode(bytes) {
-                Ok(m) => m,
-                Err(e) => return self.fail(conn, e),
-            };
+            frame.clear();
+            let (used, step) = self.next_message(conn, bytes, now, &mut frame);
             bytes = &bytes[used..];
-            let Some(message) = message else { return };
-            let cost = match message {
-                Message::Text(m) | Message::Binary(m) | Message::Ping(m) | Message::Pong(m) => Some(m.len()),
-                // A close frame is always honoured.
-                Message::Close(_) => None,
-            };
-            let flooding = match (self.config.flood, cost) {
-                (Some(limits), Some(len)) if closing.is_none() => !rate.allow(&limits, len, now),
-                _ => false,
-            };
-            let next = match message {
-                _ if flooding => Next::Reject(RelayError::RateLimited),
-                // The handshake the relay started is complete; the close keeps its cause.
-                Message::Close(_) if closing.is_some() => Next::Finish(closing.unwrap_or(CloseReason::ClientClose)),
-                _ if closing.is_some() => Next::Continue,
-                Message::Text(m) | Message::Binary(m) => {
-                    let opcode = if matches!(message, Message::Text(_)) { OpCode::Text } else { OpCode::Binary };
-                    self.stats.messages_received += 1;
-                    match member {
-                        None => {
-                            let start = self.outbox.frame(opcode, &[m]);
-                            self.outbox.send(conn, start);
-                            self.stats.deliveries += 1;
-                            Next::Continue
-                        }
-                        Some((room, id)) => {
-                            match route(&self.rooms, &mut self.outbox, &mut self.stats, room, id, opcode, m) {
-                                Ok(()) => Next::Continue,
-                                Err(e) => Next::Reject(e),
-                            }
-                        }
+            match step {
+                Step::Gone | Step::NeedMore => break,
+                Step::Nothing => {}
+                Step::Pong | Step::Echo => {
+                    if self.push(conn, &frame, Bound::Applies) && matches!(step, Step::Echo) {
+                        self.stats.deliveries += 1;
                     }
                 }
-                Message::Ping(payload) => {
-                    let start = self.outbox.frame(OpCode::Pong, &[payload]);
-                    self.outbox.send(conn, start);
-                    Next::Continue
+                Step::Route { from, target } => self.route(from, target, &frame),
+                // The rest of the input is still decoded, in the closing phase:
+                // it holds the client's close frame, or more to be charged to its budget.
+                Step::Reject(e) => self.start_close(conn, e.close_code(), &e.to_string(), CloseReason::Relay(e), now),
+                Step::Fail(e) => {
+                    self.fail(conn, e);
+                    break;
                 }
-                Message::Pong(_) => Next::Continue,
-                Message::Close(code) => Next::ClientClose(code.map(|(c, _)| c)),
-            };
-            match next {
-                Next::Continue => {}
-                Next::Reject(e) => {
-                    let text = e.to_string();
-                    return self.start_close(conn, e.close_code(), &text, CloseReason::Relay(e), now);
+                Step::ClientClose(code) => {
+                    let code = code.map(u16::to_be_bytes);
+                    self.push_frame(conn, OpCode::Close, &[code.as_ref().map_or(&[][..], |c| &c[..])]);
+                    self.finish(conn, CloseReason::ClientClose, Leftover::Flush);
+                    break;
                 }
-                Next::ClientClose(code) => {
-                    let start = match code {
-                        Some(code) => self.outbox.frame(OpCode::Close, &[&code.to_be_bytes()]),
-                        None => self.outbox.frame(OpCode::Close, &[]),
-                    };
-                    self.outbox.send(conn, start);
-                    return self.finish(conn, CloseReason::ClientClose);
+                Step::Finish(reason) => {
+                    self.finish(conn, reason, Leftover::Flush);
+                    break;
                 }
-                Next::Finish(reason) => return self.finish(conn, reason),
             }
         }
+        self.scratch = frame;
+    }
+
+    /// Decodes the next message from `bytes` and works out what it asks for,
+    /// building the frame to send, if any, in `frame`.
+    fn next_message(&mut self, conn: ConnId, bytes: &[u8], now: Instant, frame: &mut Vec<u8>) -> (usize, Step) {
+        let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return (0, Step::Gone) };
+        let (closing, seat) = match c.phase {
+            Phase::Open { seat, .. } => (None, seat),
+            Phase::Closing { reason, .. } => (Some(reason), None),
+            Phase::Handshake { .. } | Phase::Done => return (0, Step::Gone),
+        };
+        let (used, message) = match c.decoder.decode(bytes) {
+            Ok((used, Some(message))) => (used, message),
+            Ok((used, None)) => return (used, Step::NeedMore),
+            Err(e) => return (bytes.len(), Step::Fail(e)),
+        };
+        // Flood control charges every message but close frames, while closing
+        // too: a client closed for flooding cannot go on pushing bytes through
+        // the relay while it says goodbye.
+        let cost = match message {
+            Message::Text(m) | Message::Binary(m) | Message::Ping(m) | Message::Pong(m) => Some(m.len()),
+            Message::Close(_) => None,
+        };
+        if let (Some(limits), Some(len)) = (&self.config.flood, cost) {
+            if !c.rate.allow(limits, len, now) {
+                return (used, closing.map_or(Step::Reject(RelayError::RateLimited), Step::Finish));
+            }
+        }
+        let step = match (message, closing) {
+            // The handshake the relay started is complete; the close keeps its cause.
+            (Message::Close(_), Some(reason)) => Step::Finish(reason),
+            (_, Some(_)) | (Message::Pong(_), None) => Step::Nothing,
+            (Message::Close(code), None) => Step::ClientClose(code.map(|(code, _)| code)),
+            (Message::Ping(payload), None) => {
+                encode_frame(frame, OpCode::Pong, &[payload]);
+                Step::Pong
+            }
+            (message @ (Message::Text(m) | Message::Binary(m)), None) => {
+                let opcode = if matches!(message, Message::Text(_)) { OpCode::Text } else { OpCode::Binary };
+                self.stats.messages_received += 1;
+                match (self.config.mode, seat) {
+                    (Mode::Echo, _) => {
+                        encode_frame(frame, opcode, &[m]);
+                        Step::Echo
+                    }
+                    (Mode::Relay, Some(from)) => match envelope::parse(m) {
+                        Ok((target, rest)) => {
+                            let mut digits = [0; 20];
+                            encode_frame(frame, opcode, &[envelope::format_id(from.id, &mut digits), b" ", rest]);
+                            Step::Route { from, target }
+                        }
+                        Err(e) => Step::Reject(e),
+                    },
+                    // Shutting down: rooms are dissolved and nothing more is relayed.
+                    (Mode::Relay, None) => Step::Nothing,
+                }
+            }
+        };
+        (used, step)
+    }
+
+    /// Delivers `frame` (`<from> <rest>`) to `target` in `from`'s room.
+    fn route(&mut self, from: Seat, target: Target, frame: &[u8]) {
+        let room = self.rooms.get(from.room).expect("a member's room lives while it is in it");
+        let mut to = mem::take(&mut self.recipients);
+        to.clear();
+        match target {
+            Target::All => to.extend(room.members().iter().filter(|m| m.id != from.id).map(|m| m.conn)),
+            Target::Id(id) => match room.find(id) {
+                Some(m) => to.push(m.conn),
+                None => self.stats.undeliverable += 1,
+            },
+            Target::Nobody => self.stats.undeliverable += 1,
+        }
+        self.stats.deliveries += self.broadcast(frame, &to);
+        self.recipients = to;
     }
 
     fn on_timer(&mut self, conn: ConnId, now: Instant) {
         let (ping_interval, ping_timeout) = (self.config.ping_interval, self.config.ping_timeout);
         let Some(c) = self.get_mut(conn) else { return };
         let last_read = c.last_read;
+        let reached = |at: Option<Instant>| at.is_some_and(|at| now >= at);
         match &mut c.phase {
-            Phase::Handshake { deadline, .. } if now >= *deadline => self.refuse(conn, HandshakeError::Timeout),
-            Phase::Closing { deadline, reason, .. } if now >= *deadline => {
+            Phase::Handshake { deadline, .. } if reached(*deadline) => self.refuse(conn, HandshakeError::Timeout),
+            Phase::Closing { deadline, reason } if reached(*deadline) => {
                 let reason = *reason;
-                self.finish(conn, reason);
+                self.finish(conn, reason, Leftover::Flush);
             }
             Phase::Handshake { deadline, .. } | Phase::Closing { deadline, .. } => {
                 let at = *deadline;
                 self.schedule(conn, at);
             }
+            Phase::Done => {}
             Phase::Open { ping_sent, .. } => {
                 if ping_sent.is_some_and(|sent| last_read > sent) {
                     *ping_sent = None;
                 }
-                let at = match *ping_sent {
-                    Some(sent) if now >= sent + ping_timeout => {
-                        let start = self.outbox.frame(OpCode::Close, &[&1011u16.to_be_bytes(), b"keepalive timeout"]);
-                        self.outbox.send(conn, start);
-                        return self.finish(conn, CloseReason::KeepaliveTimeout);
+                match *ping_sent {
+                    Some(sent) if reached(sent.checked_add(ping_timeout)) => {
+                        self.push_close(conn, 1011, "keepalive timeout");
+                        self.finish(conn, CloseReason::KeepaliveTimeout, Leftover::Flush);
                     }
-                    Some(sent) => sent + ping_timeout,
-                    None if now >= last_read + ping_interval => {
+                    Some(sent) => self.schedule(conn, sent.checked_add(ping_timeout)),
+                    None if reached(last_read.checked_add(ping_interval)) => {
                         *ping_sent = Some(now);
-                        let start = self.outbox.frame(OpCode::Ping, &[b"keepalive"]);
-                        self.outbox.send(conn, start);
-                        now + ping_timeout
+                        self.push_frame(conn, OpCode::Ping, &[b"keepalive"]);
+                        self.schedule(conn, now.checked_add(ping_timeout));
                     }
-                    None => last_read + ping_interval,
-                };
-                self.schedule(conn, at);
+                    None => self.schedule(conn, last_read.checked_add(ping_interval)),
+                }
             }
         }
     }
 
     /// Answers a refused request with its status and closes the connection.
     fn refuse(&mut self, conn: ConnId, e: HandshakeError) {
-        *self.stats.refused.entry(e.http_status()).or_default() += 1;
-        self.respond(conn, |out| handshake::error_response(e, out));
-        self.finish(conn, CloseReason::Handshake(e));
+        self.stats.count_refusal(e.status());
+        if e.is_answered() {
+            let mut out = mem::take(&mut self.scratch);
+            out.clear();
+            http::text_response(e.status(), &e.to_string(), self.is_head(conn), &mut out);
+            self.push(conn, &out, Bound::Exempt);
+            self.scratch = out;
+        }
+        self.finish(conn, CloseReason::Handshake(e), Leftover::Flush);
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): a close frame with the error's
     /// code, then the transport closes without waiting for an answer.
     fn fail(&mut self, conn: ConnId, e: ProtocolError) {
-        if let Some(Phase::Open { .. }) = self.get_mut(conn).map(|c| &c.phase) {
-            let start = self.outbox.frame(OpCode::Close, &[&e.close_code().to_be_bytes(), e.to_string().as_bytes()]);
-            self.outbox.send(conn, start);
+        if let Some(Phase::Open { .. }) = self.get(conn).map(|c| &c.phase) {
+            self.push_close(conn, e.close_code(), &e.to_string());
         }
-        self.finish(conn, CloseReason::Protocol(e));
+        self.finish(conn, CloseReason::Protocol(e), Leftover::Flush);
     }
 
     /// Starts the close handshake: the client leaves its room now and has
     /// until the close timeout to answer with its own close frame.
     fn start_close(&mut self, conn: ConnId, code: u16, text: &str, reason: CloseReason, now: Instant) {
         self.leave(conn, reason);
-        let deadline = now + self.config.close_timeout;
-        let placeholder = Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline };
+        let deadline = now.checked_add(self.config.close_timeout);
         let Some(c) = self.get_mut(conn).filter(|c| matches!(c.phase, Phase::Open { .. })) else { return };
-        // The decoder moves into Closing; the placeholder is never observed.
-        let Phase::Open { decoder, .. } = std::mem::replace(&mut c.phase, placeholder) else { return };
-        c.phase = Phase::Closing { decoder, deadline, reason };
+        c.phase = Phase::Closing { deadline, reason };
         debug!("{conn} closing: {reason}");
-        let start = self.outbox.frame(OpCode::Close, &[&code.to_be_bytes(), text.as_bytes()]);
-        self.outbox.send(conn, start);
+        self.push_close(conn, code, text);
         self.schedule(conn, deadline);
     }
 
-    /// Forgets `conn` and tells the driver to close its transport.
-    fn finish(&mut self, conn: ConnId, reason: CloseReason) {
+    /// Ends `conn` for the core and tells the driver. Its output is kept
+    /// until written (or dropped), and the slot is freed with it.
+    fn finish(&mut self, conn: ConnId, reason: CloseReason, leftover: Leftover) {
         self.leave(conn, reason);
-        if self.get_mut(conn).is_none() {
-            return;
-        }
-        let conn_state = self.conns.remove(conn.index());
-        match conn_state.phase {
+        let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
+        match c.phase {
             Phase::Handshake { .. } => self.pending -= 1,
-            _ => self.open -= 1,
+            Phase::Open { .. } | Phase::Closing { .. } => self.open -= 1,
+            Phase::Done => return,
         }
-        self.stats.closes.add(reason);
+        c.phase = Phase::Done;
+        // Frees what a message in progress held.
+        c.decoder = MessageDecoder::new(self.config.message);
+        let slot = self.outputs.get_mut(conn).expect("a live connection has its output");
+        slot.finished = true;
+        if leftover == Leftover::Discard || reason == CloseReason::SlowConsumer {
+            slot.output.discard();
+        }
+        let drained = slot.output.backlog() == 0;
+        self.stats.count_close(reason);
         debug!("{conn} closed: {reason}");
-        self.outbox.close(conn, reason);
+        self.actions.push_back(Action::Close { conn, reason });
+        if drained {
+            self.release(conn);
+        }
+    }
+
+    /// Forgets a finished connection.
+    fn release(&mut self, conn: ConnId) {
+        if self.get(conn).is_some() {
+            self.conns.remove(conn.index());
+            self.outputs.close(conn);
+        }
     }
 }
 
-/// Delivers message `msg` from member `from` of `room` as `<from> <rest>`.
-fn route(
-    rooms: &Rooms,
-    outbox: &mut Outbox,
-    stats: &mut Stats,
-    room: usize,
-    from: u64,
-    opcode: OpCode,
-    msg: &[u8],
-) -> Result<(), RelayError> {
-    let (target, rest) = envelope::parse(msg)?;
-    let Some(room) = rooms.get(room) else { return Ok(()) };
-    let mut digits = [0; 20];
-    let source = envelope::format_id(from, &mut digits);
-    match target {
-        Target::All => {
-            let start = outbox.frame(opcode, &[source, b" ", rest]);
-            let told = outbox.broadcast(room.members().iter().filter(|m| m.id != from).map(|m| m.conn), start);
-            stats.deliveries += told as u64;
-        }
-        Target::Id(id) => match room.find(id) {
-            Some(m) => {
-                let start = outbox.frame(opcode, &[source, b" ", rest]);
-                outbox.send(m.conn, start);
-                stats.deliveries += 1;
-            }
-            None => stats.undeliverable += 1,
-        },
-        Target::Nobody => stats.undeliverable += 1,
+/// Counts `n` bytes of `slot` written; true when that was the last of a
+/// finished connection, which can then be released.
+fn consume(slot: &mut Slot, n: usize, stats: &mut Stats) -> bool {
+    let n = n.min(slot.output.backlog());
+    slot.output.consume(n);
+    stats.bytes_sent += n as u64;
+    slot.finished && slot.output.backlog() == 0
+}
+
+fn conns_alive(conns: &Slab<Conn>, conn: ConnId) -> bool {
+    conns.get(conn.index()).is_some_and(|c| c.id == conn)
+}
+
+/// Why `c` ends if its transport does now; `None` if it already ended.
+fn ending_reason(c: &Conn) -> Option<CloseReason> {
+    match c.phase {
+        // A client dropping the line after the relay's close frame ends for the relay's reason.
+        Phase::Closing { reason, .. } => Some(reason),
+        Phase::Handshake { .. } | Phase::Open { .. } => Some(CloseReason::TransportClosed),
+        Phase::Done => None,
     }
-    Ok(())
 }

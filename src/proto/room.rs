@@ -6,32 +6,43 @@ use slab::Slab;
 
 use super::action::ConnId;
 
+/// A room's slot in [`Rooms`]: valid while the room has members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RoomKey(usize);
+
+/// Where a member sits: its room and the id the room gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seat {
+    pub(crate) room: RoomKey,
+    pub(crate) id: u64,
+}
+
 /// A client in a room.
 #[derive(Clone, Copy, Debug)]
-pub struct Member {
+pub(crate) struct Member {
     /// The id the room gave it.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Its connection.
-    pub conn: ConnId,
+    pub(crate) conn: ConnId,
 }
 
 /// One room: members sorted by id, which is also join order.
 #[derive(Debug)]
-pub struct Room {
+pub(crate) struct Room {
     /// The request target that names it.
-    pub name: Box<[u8]>,
+    pub(crate) name: Box<[u8]>,
     next_id: u64,
     members: Vec<Member>,
 }
 
 impl Room {
     /// The members, in join order.
-    pub fn members(&self) -> &[Member] {
+    pub(crate) fn members(&self) -> &[Member] {
         &self.members
     }
 
     /// The member with this id.
-    pub fn find(&self, id: u64) -> Option<Member> {
+    pub(crate) fn find(&self, id: u64) -> Option<Member> {
         self.members.binary_search_by_key(&id, |m| m.id).ok().map(|i| self.members[i])
     }
 }
@@ -39,15 +50,14 @@ impl Room {
 /// Every live room, by slot and by name. An ordered map rather than a hash map
 /// keeps the core free of randomness.
 #[derive(Debug, Default)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     rooms: Slab<Room>,
     by_name: BTreeMap<Box<[u8]>, usize>,
 }
 
 impl Rooms {
-    /// Adds `conn` to the room named `name`, creating it if it is new; returns
-    /// the room's slot and the new member's id.
-    pub fn join(&mut self, name: &[u8], conn: ConnId) -> (usize, u64) {
+    /// Adds `conn` to the room named `name`, creating it if it is new.
+    pub(crate) fn join(&mut self, name: &[u8], conn: ConnId) -> Seat {
         let key = match self.by_name.get(name) {
             Some(&key) => key,
             None => {
@@ -60,43 +70,43 @@ impl Rooms {
         let id = room.next_id;
         room.next_id += 1;
         room.members.push(Member { id, conn });
-        (key, id)
+        Seat { room: RoomKey(key), id }
     }
 
-    /// Removes member `id` from room `key`; the room goes when it empties.
-    pub fn leave(&mut self, key: usize, id: u64) {
-        let Some(room) = self.rooms.get_mut(key) else { return };
-        if let Ok(i) = room.members.binary_search_by_key(&id, |m| m.id) {
+    /// Removes the member at `seat`; the room goes when it empties.
+    pub(crate) fn leave(&mut self, seat: Seat) {
+        let Some(room) = self.rooms.get_mut(seat.room.0) else { return };
+        if let Ok(i) = room.members.binary_search_by_key(&seat.id, |m| m.id) {
             room.members.remove(i);
         }
         if room.members.is_empty() {
-            let room = self.rooms.remove(key);
+            let room = self.rooms.remove(seat.room.0);
             self.by_name.remove(&room.name);
         }
     }
 
-    /// The room in slot `key`.
-    pub fn get(&self, key: usize) -> Option<&Room> {
-        self.rooms.get(key)
+    /// The room at `key`, if it still has members.
+    pub(crate) fn get(&self, key: RoomKey) -> Option<&Room> {
+        self.rooms.get(key.0)
     }
 
     /// The room named `name`.
-    pub fn by_name(&self, name: &[u8]) -> Option<&Room> {
+    pub(crate) fn by_name(&self, name: &[u8]) -> Option<&Room> {
         self.by_name.get(name).and_then(|&k| self.rooms.get(k))
     }
 
     /// How many rooms have clients.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rooms.len()
     }
 
-    /// True when no room has clients.
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
+    /// Gives back the memory of rooms that are gone.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.rooms.shrink_to_fit();
     }
 
     /// Forgets every room.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.rooms.clear();
         self.by_name.clear();
     }

@@ -1,12 +1,13 @@
 //! Counters the core keeps as it goes, for logs and metrics.
 
-use std::collections::BTreeMap;
+use std::fmt;
 
-use super::action::CloseReason;
-use super::error::RelayError;
+use super::action::{CloseKind, CloseReason};
+use super::http::Status;
 
 /// Running totals since the core started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections handed to the core.
     pub connections: u64,
@@ -18,70 +19,64 @@ pub struct Stats {
     pub deliveries: u64,
     /// Messages addressed to an id no client in the room has.
     pub undeliverable: u64,
+    /// Messages not queued because their recipient had passed its output bound.
+    pub dropped_slow_consumer: u64,
     /// Bytes received from clients.
     pub bytes_received: u64,
-    /// Connections ended, by reason.
-    pub closes: CloseCounts,
-    /// Refused HTTP requests, by the status they were answered with.
-    pub refused: BTreeMap<u16, u64>,
+    /// Bytes the driver reported written to clients.
+    pub bytes_sent: u64,
+    closes: [u64; CloseKind::COUNT],
+    refused: [u64; Status::COUNT],
 }
 
-/// Connections ended, one counter per kind of [`CloseReason`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CloseCounts {
-    /// The client sent a close frame.
-    pub client_close: u64,
-    /// The transport ended without one.
-    pub transport_closed: u64,
-    /// The client stopped reading.
-    pub slow_consumer: u64,
-    /// RFC 6455 was broken.
-    pub protocol_error: u64,
-    /// The relay format was broken.
-    pub relay_error: u64,
-    /// Flood control cut the client off.
-    pub rate_limited: u64,
-    /// The upgrade was refused.
-    pub handshake_refused: u64,
-    /// A plain HTTP request was answered.
-    pub http_served: u64,
-    /// A keepalive ping went unanswered.
-    pub keepalive_timeout: u64,
-    /// The relay shut down.
-    pub shutdown: u64,
-}
-
-impl CloseCounts {
-    /// Each counter with the name `/metrics` labels it with.
-    pub fn by_reason(&self) -> [(&'static str, u64); 10] {
-        [
-            ("client_close", self.client_close),
-            ("transport_closed", self.transport_closed),
-            ("slow_consumer", self.slow_consumer),
-            ("protocol_error", self.protocol_error),
-            ("relay_error", self.relay_error),
-            ("rate_limited", self.rate_limited),
-            ("handshake_refused", self.handshake_refused),
-            ("http_served", self.http_served),
-            ("keepalive_timeout", self.keepalive_timeout),
-            ("shutdown", self.shutdown),
-        ]
+impl Stats {
+    /// Connections ended for reasons of this kind.
+    pub fn closes(&self, kind: CloseKind) -> u64 {
+        self.closes[kind as usize]
     }
 
-    /// Counts one close.
-    pub fn add(&mut self, reason: CloseReason) {
-        let counter = match reason {
-            CloseReason::ClientClose => &mut self.client_close,
-            CloseReason::TransportClosed => &mut self.transport_closed,
-            CloseReason::SlowConsumer => &mut self.slow_consumer,
-            CloseReason::Protocol(_) => &mut self.protocol_error,
-            CloseReason::Relay(RelayError::RateLimited) => &mut self.rate_limited,
-            CloseReason::Relay(_) => &mut self.relay_error,
-            CloseReason::Handshake(_) => &mut self.handshake_refused,
-            CloseReason::HttpServed => &mut self.http_served,
-            CloseReason::KeepaliveTimeout => &mut self.keepalive_timeout,
-            CloseReason::Shutdown => &mut self.shutdown,
-        };
-        *counter += 1;
+    /// Requests refused with this HTTP status.
+    pub fn refused(&self, status: u16) -> u64 {
+        Status::from_code(status).map_or(0, |s| self.refused[s as usize])
+    }
+
+    /// Every status requests were refused with, and how often, lowest first.
+    pub fn refusals(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        Status::ALL.iter().map(|&s| (s.code(), self.refused[s as usize])).filter(|&(_, n)| n > 0)
+    }
+
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        self.closes[reason.kind() as usize] += 1;
+    }
+
+    pub(crate) fn count_refusal(&mut self, status: Status) {
+        self.refused[status as usize] += 1;
+    }
+}
+
+/// One line for logs: `connections 12, upgrades 10, messages 300 received 2400 delivered ...`.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connections {}, upgrades {}, messages {} received {} delivered {} undeliverable {} dropped, \
+             bytes {} in {} out; closes:",
+            self.connections,
+            self.upgrades,
+            self.messages_received,
+            self.deliveries,
+            self.undeliverable,
+            self.dropped_slow_consumer,
+            self.bytes_received,
+            self.bytes_sent
+        )?;
+        for &kind in CloseKind::ALL.iter().filter(|&&k| self.closes(k) > 0) {
+            write!(f, " {}={}", kind.label(), self.closes(kind))?;
+        }
+        f.write_str("; refused:")?;
+        for (status, n) in self.refusals() {
+            write!(f, " {status}={n}")?;
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use super::error::ProtocolError;
 
 /// Validates UTF-8 fed in pieces, holding at most one incomplete code point.
 #[derive(Clone, Debug, Default)]
-pub struct Utf8Validator {
+pub(crate) struct Utf8Validator {
     partial: [u8; 4],
     len: usize,
 }
@@ -13,7 +13,7 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// Checks the next piece; `Err` as soon as the bytes so far cannot be a
     /// prefix of valid UTF-8.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
         if self.len > 0 {
             let width = sequence_width(self.partial[0]);
             while self.len < width && !data.is_empty() {
@@ -40,7 +40,7 @@ impl Utf8Validator {
     }
 
     /// Ends the text: `Err` if it stopped inside a code point.
-    pub fn finish(&mut self) -> Result<(), ProtocolError> {
+    pub(crate) fn finish(&mut self) -> Result<(), ProtocolError> {
         let complete = self.len == 0;
         self.len = 0;
         if complete {

@@ -1,13 +1,13 @@
 //! The driver: one thread, one mio poll loop, connections in a slab. It moves
 //! bytes between sockets and the [`Relay`] core and does nothing else: every
-//! protocol decision is the core's.
+//! protocol decision, and every byte waiting to be written, is the core's.
 //!
 //! Each loop turn reads every readable socket (up to a budget, so one client
-//! cannot hold the loop), feeds the core, applies its actions to per-connection
-//! output buffers, and then writes each buffer that changed at most once.
+//! cannot hold the loop) and feeds the core; then it writes, once, to every
+//! connection whose output changed or whose socket became writable again.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::proto::{Action, CloseReason, Config, ConnId, Listener, Relay};
+use crate::{Action, CloseReason, Config, ConfigError, ConnId, Listener, Relay, MAX_DURATION};
 
 /// Special tokens sit at the top of the range, where slab keys never reach.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -37,9 +37,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// client has not read yet (a 400, a refused upgrade, the tail of a page).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// An output buffer emptied after holding more than this is given back, so a
-/// burst does not pin memory for the connection's lifetime.
-const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+/// The most a closed client may still send while it lingers. Past it the
+/// socket is closed at once: a client that goes on pushing after the relay
+/// closed it (a flooder) gets no free ride through the relay.
+const LINGER_DISCARD: usize = 64 * 1024;
+
+/// After this long without reading or accepting anything, the relay is idle
+/// and gives memory freed by departed clients back to the system.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -52,22 +57,50 @@ pub struct ServerConfig {
     pub relay: Config,
     /// After SIGTERM or SIGINT, how long to wait for clients to finish closing.
     pub drain_timeout: Duration,
-    /// A client whose unwritten output passes this many bytes is disconnected.
-    pub max_pending: usize,
+}
+
+/// Why the server cannot start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is one the relay refuses.
+    Config(ConfigError),
+    /// A socket or the poller could not be set up.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 struct Client {
     stream: TcpStream,
     conn: ConnId,
-    out: Vec<u8>,
-    written: usize,
-    queued: bool,
-    /// Passed `max_pending`: nothing more is queued, the core is told once.
-    overflowed: bool,
+    /// The peer shut its sending side, as epoll reported or a read of 0 showed:
+    /// from then on a short read no longer means the socket is drained.
+    read_closed: bool,
+    /// The read of 0 happened: nothing more will arrive.
+    eof: bool,
+    /// In this turn's list of sockets to write to.
+    flush_queued: bool,
     /// Closed by the core: the socket is finished off until this deadline.
     closing: Option<Instant>,
     /// Its write side is shut: everything queued was written.
     shut: bool,
+    /// Bytes read and thrown away since the core closed it.
+    discarded: usize,
 }
 
 /// The listening relay.
@@ -80,16 +113,13 @@ pub struct Server {
     clients: Slab<Client>,
     /// Core connection slot → client key.
     by_conn: Vec<usize>,
-    /// Clients whose output changed this turn.
+    /// Clients to write to this turn.
     to_flush: Vec<usize>,
     /// Clients that used their read budget and still have bytes waiting.
     to_read: Vec<usize>,
-    /// Clients whose output passed `max_pending` while actions were applied.
-    overflowed: Vec<ConnId>,
     /// Closed clients being finished off, by deadline (all share `LINGER`, so
     /// the order of closing is the order of deadlines).
     lingering: VecDeque<(Instant, usize)>,
-    max_pending: usize,
     buf: Box<[u8]>,
     drain_timeout: Duration,
     drain_deadline: Option<Instant>,
@@ -97,11 +127,21 @@ pub struct Server {
     now: Instant,
     /// When to try `accept` again after it failed for want of resources.
     accept_retry: Option<Instant>,
+    /// When a socket was last read or accepted.
+    last_busy: Instant,
+    /// Clients left since memory was last given back.
+    left_since_trim: bool,
 }
 
 impl Server {
-    /// Binds the listener and installs the SIGINT/SIGTERM handlers.
-    pub fn bind(config: ServerConfig) -> io::Result<Self> {
+    /// Checks the configuration, binds the listeners and installs the
+    /// SIGINT/SIGTERM handlers.
+    pub fn bind(config: ServerConfig) -> Result<Self, StartError> {
+        if config.drain_timeout.is_zero() || config.drain_timeout > MAX_DURATION {
+            let e = ConfigError::DurationOutOfRange { name: "drain_timeout", value: config.drain_timeout };
+            return Err(StartError::Config(e));
+        }
+        let relay = Relay::new(config.relay).map_err(StartError::Config)?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -115,24 +155,25 @@ impl Server {
         };
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let now = Instant::now();
         Ok(Self {
             poll,
             listener: Some(listener),
             metrics_listener,
             signals,
-            relay: Relay::new(config.relay),
+            relay,
             clients: Slab::new(),
             by_conn: Vec::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
-            overflowed: Vec::new(),
             lingering: VecDeque::new(),
-            max_pending: config.max_pending,
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             drain_timeout: config.drain_timeout,
             drain_deadline: None,
-            now: Instant::now(),
+            now,
             accept_retry: None,
+            last_busy: now,
+            left_since_trim: false,
         })
     }
 
@@ -171,15 +212,18 @@ impl Server {
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
                             if self.drain_deadline.is_some() {
-                                info!("second signal: exiting now; totals: {:?}", self.relay.stats());
+                                info!("second signal: exiting now; totals: {}", self.relay.stats());
                                 return Ok(());
                             }
                             self.begin_shutdown(now);
                         }
                     }
                     Token(key) => {
+                        if let Some(client) = self.clients.get_mut(key) {
+                            client.read_closed |= event.is_read_closed();
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key, event.is_read_closed(), now);
+                            self.read(key, now);
                         }
                         if event.is_writable() {
                             self.mark_flush(key);
@@ -192,17 +236,18 @@ impl Server {
                 self.accept(Listener::Metrics, now);
             }
             for key in std::mem::take(&mut self.to_read) {
-                self.read(key, false, now);
+                self.read(key, now);
             }
             self.relay.handle_timeout(now);
             self.apply();
             self.flush(now);
             self.expire_lingering(now);
+            self.trim_when_idle(now);
             // A second clock read, so `/metrics` shows how long turns take.
-            self.relay.driver_metrics_mut().turns.record(now.elapsed());
+            self.relay.record_loop_turn(now.elapsed());
             if let Some(deadline) = self.drain_deadline {
                 if self.clients.is_empty() || now >= deadline {
-                    info!("shut down with {} connections left; totals: {:?}", self.clients.len(), self.relay.stats());
+                    info!("shut down with {} connections left; totals: {}", self.clients.len(), self.relay.stats());
                     return Ok(());
                 }
             }
@@ -214,8 +259,11 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let lingering = self.lingering.front().map(|&(at, _)| at);
-        let next =
-            [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering].into_iter().flatten().min();
+        let trim = self.left_since_trim.then(|| self.last_busy + IDLE);
+        let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering, trim]
+            .into_iter()
+            .flatten()
+            .min();
         // Round up so we never wake a hair early and spin once for nothing.
         next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
     }
@@ -236,7 +284,7 @@ impl Server {
         loop {
             let listener = match which {
                 Listener::Public => &self.listener,
-                Listener::Metrics => &self.metrics_listener,
+                _ => &self.metrics_listener,
             };
             let Some(listener) = listener else {
                 return;
@@ -256,6 +304,7 @@ impl Server {
                     return;
                 }
             };
+            self.last_busy = now;
             if self.accept_retry.take().is_some() {
                 info!("accepting again");
             }
@@ -273,12 +322,12 @@ impl Server {
             entry.insert(Client {
                 stream,
                 conn,
-                out: Vec::new(),
-                written: 0,
-                queued: false,
-                overflowed: false,
+                read_closed: false,
+                eof: false,
+                flush_queued: false,
                 closing: None,
                 shut: false,
+                discarded: 0,
             });
             if self.by_conn.len() <= conn.index() {
                 self.by_conn.resize(conn.index() + 1, usize::MAX);
@@ -290,130 +339,125 @@ impl Server {
     }
 
     /// Reads until the socket is drained or the budget is spent.
-    fn read(&mut self, key: usize, read_closed: bool, now: Instant) {
+    fn read(&mut self, key: usize, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(client) = self.clients.get_mut(key) else { return };
+            if client.eof {
+                return;
+            }
+            self.last_busy = now;
             let (conn, closing) = (client.conn, client.closing.is_some());
-            match client.stream.read(&mut self.buf) {
-                Ok(0) if closing => return self.remove(key),
+            let n = match client.stream.read(&mut self.buf) {
                 Ok(0) => {
-                    self.relay.handle_close(conn, now);
-                    return self.apply();
-                }
-                Ok(n) => {
-                    // A closed client's input is read only to be discarded.
+                    client.eof = true;
+                    client.read_closed = true;
                     if !closing {
-                        self.relay.handle_read(conn, &self.buf[..n], now);
+                        // The core keeps what is queued for it: a half-closed client still reads.
+                        self.relay.handle_eof(conn, now);
                         self.apply();
+                    } else if client.shut {
+                        self.remove(key);
                     }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        self.to_read.push(key);
-                        return;
-                    }
-                    // A short read from a stream socket means it is drained (epoll(7)),
-                    // unless the peer also shut its side, which only a 0 read reports.
-                    if n < self.buf.len() && !read_closed {
-                        return;
-                    }
+                    return;
                 }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) if closing => return self.remove(key),
                 Err(e) => {
                     debug!("{conn} read error: {e}");
+                    self.remove(key);
                     self.relay.handle_close(conn, now);
                     return self.apply();
                 }
+            };
+            if closing {
+                // A closed client's input is read only to be discarded, and only so much.
+                client.discarded += n;
+                if client.discarded > LINGER_DISCARD {
+                    return self.remove(key);
+                }
+            } else {
+                self.relay.handle_read(conn, &self.buf[..n], now);
+                self.apply();
             }
-        }
-    }
-
-    /// Drains the core's actions into output buffers. A client whose buffer
-    /// passes the bound is reported to the core, which ends it; its peers'
-    /// messages are never held back for it.
-    fn apply(&mut self) {
-        loop {
-            self.apply_actions();
-            if self.overflowed.is_empty() {
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.to_read.push(key);
                 return;
             }
-            let now = self.now;
-            for conn in std::mem::take(&mut self.overflowed) {
-                self.relay.handle_slow_consumer(conn, now);
+            // A short read from a stream socket means it is drained (epoll(7)),
+            // unless the peer also shut its side, which only a 0 read reports.
+            let read_closed = self.clients.get(key).is_some_and(|c| c.read_closed);
+            if n < self.buf.len() && !read_closed {
+                return;
             }
         }
     }
 
-    fn apply_actions(&mut self) {
-        let mut out = Outputs {
-            clients: &mut self.clients,
-            by_conn: &self.by_conn,
-            to_flush: &mut self.to_flush,
-            overflowed: &mut self.overflowed,
-            max_pending: self.max_pending,
-            dropped: 0,
-        };
+    /// Carries out the core's actions.
+    fn apply(&mut self) {
         while let Some(action) = self.relay.poll_action() {
             match action {
-                Action::Send { to, bytes } => out.queue(to, bytes),
-                Action::Broadcast { to, bytes } => {
-                    for &conn in to {
-                        out.queue(conn, bytes);
-                    }
-                }
                 Action::Close { conn, reason } => {
-                    let Some(key) = client_key(out.clients, out.by_conn, conn) else { continue };
+                    let Some(key) = self.client_key(conn) else { continue };
                     if reason == CloseReason::SlowConsumer {
                         // It is not reading: nothing queued for it would get through.
-                        close_socket(&self.poll, out.clients.remove(key));
+                        self.remove(key);
                         continue;
                     }
                     let deadline = self.now + LINGER;
-                    let client = &mut out.clients[key];
-                    client.closing = Some(deadline);
+                    self.clients[key].closing = Some(deadline);
                     self.lingering.push_back((deadline, key));
-                    if client.mark_queued() {
-                        out.to_flush.push(key);
-                    }
+                    // To write what is left, then shut the write side.
+                    self.mark_flush(key);
                 }
             }
         }
-        let dropped = out.dropped;
-        self.relay.driver_metrics_mut().dropped_slow_consumer += dropped;
     }
 
-    /// One write per client whose output changed this turn.
+    /// One write per client whose output changed or whose socket became
+    /// writable this turn.
     fn flush(&mut self, now: Instant) {
         loop {
-            let mut failed = Vec::new();
-            let mut gone = Vec::new();
-            for key in self.to_flush.drain(..) {
-                let Some(client) = self.clients.get_mut(key) else { continue };
-                client.queued = false;
-                match client.write_out() {
-                    Err(_) if client.closing.is_some() => gone.push(key),
-                    Err(e) => {
-                        debug!("{} write error: {e}", client.conn);
-                        failed.push(client.conn);
-                    }
-                    // All written: the FIN follows the last byte, and reads go on until the client's.
-                    Ok(()) if client.closing.is_some() && client.out.is_empty() && !client.shut => {
-                        client.shut = true;
-                        let _ = client.stream.shutdown(Shutdown::Write);
-                    }
-                    Ok(()) => {}
+            while let Some(conn) = self.relay.poll_transmit() {
+                if let Some(key) = self.client_key(conn) {
+                    self.mark_flush(key);
                 }
             }
-            for key in gone {
-                self.remove(key);
+            let mut failed = Vec::new();
+            for key in std::mem::take(&mut self.to_flush) {
+                let Some(client) = self.clients.get_mut(key) else { continue };
+                client.flush_queued = false;
+                if client.shut {
+                    continue;
+                }
+                match self.relay.write_to(client.conn, &mut client.stream) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    Err(e) => {
+                        debug!("{} write error: {e}", client.conn);
+                        failed.push(key);
+                        continue;
+                    }
+                }
+                if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
+                    // All written: the FIN follows the last byte, and reads go on until the client's.
+                    client.shut = true;
+                    let _ = client.stream.shutdown(Shutdown::Write);
+                    if client.eof {
+                        self.remove(key);
+                    }
+                }
             }
             if failed.is_empty() {
                 return;
             }
             // The peers of a dead client hear its quit in this same turn.
-            for conn in failed {
+            for key in failed {
+                let conn = self.clients[key].conn;
+                self.remove(key);
                 self.relay.handle_close(conn, now);
             }
             self.apply();
@@ -429,92 +473,63 @@ impl Server {
             self.lingering.pop_front();
             // The key may have been freed and reused since; only its own deadline counts.
             if self.clients.get(key).is_some_and(|c| c.closing == Some(at)) {
+                let conn = self.clients[key].conn;
                 self.remove(key);
+                // Whatever it did not read is dropped with it.
+                self.relay.handle_close(conn, now);
+                self.apply();
             }
         }
+    }
+
+    /// Once the relay has been idle for a while after clients left, gives
+    /// the memory they used back to the system: the allocator would
+    /// otherwise keep it for reuse, and RSS would stay at its high-water mark.
+    fn trim_when_idle(&mut self, now: Instant) {
+        if !self.left_since_trim || now < self.last_busy + IDLE {
+            return;
+        }
+        self.left_since_trim = false;
+        self.relay.shrink_to_fit();
+        self.clients.shrink_to_fit();
+        let used = self.by_conn.iter().rposition(|&k| k != usize::MAX).map_or(0, |i| i + 1);
+        self.by_conn.truncate(used);
+        self.by_conn.shrink_to_fit();
+        self.lingering.shrink_to_fit();
+        release_free_memory();
     }
 
     /// Closes a client's socket.
     fn remove(&mut self, key: usize) {
-        if let Some(client) = self.clients.try_remove(key) {
-            close_socket(&self.poll, client);
+        if let Some(mut client) = self.clients.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            if let Some(k) = self.by_conn.get_mut(client.conn.index()).filter(|k| **k == key) {
+                *k = usize::MAX;
+            }
+            self.left_since_trim = true;
         }
     }
 
     fn mark_flush(&mut self, key: usize) {
-        if self.clients.get_mut(key).is_some_and(Client::mark_queued) {
-            self.to_flush.push(key);
-        }
-    }
-}
-
-impl Client {
-    /// Marks it for this turn's flush; true the first time, when the caller
-    /// must add it to the flush list.
-    fn mark_queued(&mut self) -> bool {
-        !std::mem::replace(&mut self.queued, true)
-    }
-
-    /// Writes what is pending in one call; a short write waits for the next
-    /// writable event.
-    fn write_out(&mut self) -> io::Result<()> {
-        if self.written == self.out.len() {
-            return Ok(());
-        }
-        match self.stream.write(&self.out[self.written..]) {
-            Ok(n) => {
-                self.written += n;
-                if self.written == self.out.len() {
-                    self.written = 0;
-                    self.out.clear();
-                    if self.out.capacity() > KEEP_OUT_CAPACITY {
-                        self.out = Vec::new();
-                    }
-                }
-                Ok(())
+        if let Some(client) = self.clients.get_mut(key) {
+            if !std::mem::replace(&mut client.flush_queued, true) {
+                self.to_flush.push(key);
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
-            Err(e) => Err(e),
         }
+    }
+
+    fn client_key(&self, conn: ConnId) -> Option<usize> {
+        let key = *self.by_conn.get(conn.index())?;
+        self.clients.get(key).filter(|c| c.conn == conn).map(|_| key)
     }
 }
 
-fn close_socket(poll: &Poll, mut client: Client) {
-    let _ = poll.registry().deregister(&mut client.stream);
-}
-
-fn client_key(clients: &Slab<Client>, by_conn: &[usize], conn: ConnId) -> Option<usize> {
-    let key = *by_conn.get(conn.index())?;
-    clients.get(key).filter(|c| c.conn == conn).map(|_| key)
-}
-
-/// The driver's side of the output buffers, borrowed apart from the core so
-/// actions can be applied while the core lends them.
-struct Outputs<'a> {
-    clients: &'a mut Slab<Client>,
-    by_conn: &'a [usize],
-    to_flush: &'a mut Vec<usize>,
-    overflowed: &'a mut Vec<ConnId>,
-    max_pending: usize,
-    /// Messages not queued because their recipient passed `max_pending`.
-    dropped: u64,
-}
-
-impl Outputs<'_> {
-    fn queue(&mut self, conn: ConnId, bytes: &[u8]) {
-        let Some(key) = client_key(self.clients, self.by_conn, conn) else { return };
-        let client = &mut self.clients[key];
-        if client.overflowed || client.out.len() - client.written + bytes.len() > self.max_pending {
-            if !client.overflowed {
-                client.overflowed = true;
-                self.overflowed.push(conn);
-            }
-            self.dropped += 1;
-            return;
-        }
-        client.out.extend_from_slice(bytes);
-        if client.mark_queued() {
-            self.to_flush.push(key);
-        }
+/// Returns the allocator's free pages to the system (glibc keeps them).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+    // safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -77,6 +77,17 @@ struct Args {
     /// Soak: the relay's RSS may grow at most this many MiB over its starting size.
     #[arg(long, default_value_t = 256)]
     max_rss_growth_mib: u64,
+    /// Soak: once everyone has left, the relay's RSS must be within this many
+    /// percent of where it started.
+    #[arg(long, default_value_t = 20)]
+    max_rss_end_growth_pct: u64,
+    /// Soak: clients that each send one 60 KB message and then idle.
+    #[arg(long, default_value_t = 50)]
+    crowd: usize,
+    /// Soak: how many MiB the lagging reader stays behind its stream; more
+    /// than the kernel's socket buffers, so the relay holds part of it.
+    #[arg(long, default_value_t = 6)]
+    lag_mib: usize,
     /// The relay's process id, to report its CPU time and memory.
     #[arg(long)]
     relay_pid: Option<u32>,
@@ -210,6 +221,8 @@ fn run(args: &Args) -> Result<(), String> {
                 rate: args.rate,
                 duration: args.duration,
                 relay_pid: args.relay_pid,
+                crowd: args.crowd,
+                lag: args.lag_mib << 20,
             };
             let r = fleet.soak(&plan)?;
             let growth = r.rss.1.saturating_sub(r.rss.0);
@@ -217,6 +230,16 @@ fn run(args: &Args) -> Result<(), String> {
                 "soak: {} well-behaved clients received {} reports, {} missing, {} out of order, {} closed by the relay; \
                  misbehaving clients cut off and reconnected {} times; relay RSS {} -> max {} -> {} KiB; descriptors {} -> max {} -> {}",
                 r.good, r.received, r.missing, r.disorder, r.good_closed, r.respawns, r.rss.0, r.rss.1, r.rss.2, r.fds.0, r.fds.1, r.fds.2
+            );
+            let (streamed, lagged, lag_disorder, lagger_open) = r.lagger;
+            println!(
+                "soak: the lagging reader received {lagged} of {streamed} 60 KB messages, {lag_disorder} out of order, \
+                 open: {lagger_open}; the relay held up to {} KiB for it; {} idle clients that each sent 60 KB: \
+                 {} closed, {} KiB of message buffers held",
+                r.lag_held / 1024,
+                args.crowd,
+                r.crowd_closed,
+                r.crowd_input_buffers / 1024
             );
             let mut failures = Vec::new();
             if r.missing + r.disorder > 0 || r.good_closed > 0 || r.received == 0 {
@@ -227,6 +250,21 @@ fn run(args: &Args) -> Result<(), String> {
             }
             if args.relay_pid.is_some() && r.fds.2 > r.fds.0 {
                 failures.push(format!("relay descriptors did not come back: {} -> {}", r.fds.0, r.fds.2));
+            }
+            if args.relay_pid.is_some() && r.rss.2 * 100 > r.rss.0 * (100 + args.max_rss_end_growth_pct) {
+                failures.push(format!(
+                    "relay RSS did not come back: {} -> {} KiB, over {}%",
+                    r.rss.0, r.rss.2, args.max_rss_end_growth_pct
+                ));
+            }
+            if lagged != streamed || lag_disorder > 0 || !lagger_open {
+                failures.push("the lagging reader lost messages or its connection".to_owned());
+            }
+            if r.lag_held == 0 {
+                failures.push("the relay never held a backlog for the lagging reader: raise --lag-mib".to_owned());
+            }
+            if r.crowd_closed > 0 || r.crowd_input_buffers > (args.crowd as u64) * 4096 {
+                failures.push("the crowd of large-message senders was closed or its memory kept".to_owned());
             }
             if !failures.is_empty() {
                 return Err(failures.join("; "));

@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use ws_relay::proto::client::{masked_frame, upgrade_request};
-use ws_relay::proto::frame::{FrameHeader, OpCode};
+use ws_relay::client::{masked_frame, upgrade_request};
+use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::Step;
 
@@ -51,6 +51,12 @@ pub enum Behaviour {
     Resetter,
     /// Sends its upgrade request a byte at a time, slowly.
     Trickler,
+    /// Streams large messages to one peer, the lagger.
+    Streamer,
+    /// Reads, but stays a fixed amount behind what it is sent.
+    Lagger,
+    /// Sends one large message, then idles.
+    BigSender,
 }
 
 #[derive(PartialEq, Eq)]
@@ -82,6 +88,10 @@ struct Client {
     behaviour: Behaviour,
     /// Soak: when a misbehaving client next acts.
     next_act: Option<Instant>,
+    /// Bytes it may still read; `None` reads whatever arrives.
+    read_budget: Option<usize>,
+    /// Bytes read so far.
+    read_total: usize,
 }
 
 /// What the loop counts while a plan runs.
@@ -161,6 +171,8 @@ impl Fleet {
             disorder: 0,
             behaviour,
             next_act: None,
+            read_budget: None,
+            read_total: 0,
         });
         self.dirty.push(key);
         Ok(key)
@@ -290,13 +302,22 @@ impl Fleet {
     }
 
     fn send_report(&mut self, key: usize, at_us: u64, size: usize) {
+        self.send(key, "*", at_us, size);
+    }
+
+    /// A report to one id, rather than to the room.
+    fn send_to(&mut self, key: usize, id: u64, at_us: u64, size: usize) {
+        self.send(key, &id.to_string(), at_us, size);
+    }
+
+    fn send(&mut self, key: usize, target: &str, at_us: u64, size: usize) {
         let Some(c) = self.clients.get_mut(key) else { return };
         if c.state != State::Open {
             return;
         }
         let seq = c.sent;
         c.sent += 1;
-        let mut msg = format!("* report {seq} {at_us} ").into_bytes();
+        let mut msg = format!("{target} report {seq} {at_us} ").into_bytes();
         msg.resize(size.max(msg.len() + 1), b'x');
         c.mask = c.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         masked_frame(&mut c.out, true, OpCode::Text, &msg, c.mask.to_le_bytes());
@@ -325,18 +346,23 @@ impl Fleet {
     fn read(&mut self, key: usize, window: Option<(u64, u64)>) {
         loop {
             let Some(c) = self.clients.get_mut(key) else { return };
-            if c.behaviour == Behaviour::Silent {
+            if c.behaviour == Behaviour::Silent || c.read_budget == Some(0) {
                 return;
             }
-            match c.stream.read(&mut self.buf) {
+            let want = c.read_budget.unwrap_or(usize::MAX).min(self.buf.len());
+            match c.stream.read(&mut self.buf[..want]) {
                 Ok(0) => return self.close(key),
                 Ok(n) => {
                     let now_us = self.epoch.elapsed().as_micros() as u64;
                     c.inbuf.extend_from_slice(&self.buf[..n]);
+                    c.read_total += n;
+                    if let Some(budget) = &mut c.read_budget {
+                        *budget -= n;
+                    }
                     if !self.parse(key, now_us, window) {
                         return self.close(key);
                     }
-                    if n < self.buf.len() {
+                    if n < want {
                         return;
                     }
                 }

@@ -1,13 +1,16 @@
 //! Soak: many well-behaved clients and a few misbehaving ones, for a long
-//! while. Every well-behaved client must receive every report addressed to it,
-//! in order, from the right source, and the relay's memory and descriptors
-//! must stay bounded and come back once everyone has left.
+//! while, beside a reader that lags behind a large stream and a crowd that
+//! each sent one large message. Every well-behaved client must receive every
+//! report addressed to it, in order, from the right source, and the relay's
+//! memory and descriptors must stay bounded and come back once everyone has
+//! left.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ws_relay::proto::client::{masked_frame, upgrade_request};
-use ws_relay::proto::frame::OpCode;
+use ws_relay::client::OpCode;
+use ws_relay::client::{masked_frame, upgrade_request};
 
 use super::{Behaviour, Fleet, State};
 use crate::report::rss_kib;
@@ -30,6 +33,36 @@ pub struct SoakPlan {
     pub duration: Duration,
     /// The relay, to watch its memory and descriptors.
     pub relay_pid: Option<u32>,
+    /// Clients that each send one large message and then idle.
+    pub crowd: usize,
+    /// How far behind its stream the lagging reader stays, in bytes.
+    pub lag: usize,
+}
+
+/// The lagging reader's stream: 60 KB messages, 16 a second (within the
+/// default flood limit of 1 MiB/s).
+const STREAM_MESSAGE: usize = 60_000;
+const STREAM_RATE: f64 = 16.0;
+
+/// What the relay's `/metrics` said at one moment.
+#[derive(Clone, Copy, Default)]
+struct Gauges {
+    pending: f64,
+    input_buffers: f64,
+}
+
+/// Reads the relay's gauges from its `/metrics`.
+fn scrape(addr: std::net::SocketAddr) -> Option<Gauges> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n").ok()?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).ok()?;
+    let value = |name: &str| page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok());
+    Some(Gauges {
+        pending: value("ws_relay_pending_bytes")?,
+        input_buffers: value("ws_relay_buffer_bytes{buffer=\"input\"}")?,
+    })
 }
 
 /// What a soak run saw.
@@ -50,6 +83,14 @@ pub struct SoakReport {
     pub rss: (u64, u64, u64),
     /// Relay open descriptors: before, highest during, after.
     pub fds: (usize, usize, usize),
+    /// The lagging reader: messages streamed to it, received in order, out of order; still open.
+    pub lagger: (u64, u64, u64, bool),
+    /// The most bytes the relay held for the lagging reader at once, from `/metrics`.
+    pub lag_held: u64,
+    /// Large-message senders the relay closed.
+    pub crowd_closed: usize,
+    /// Message memory the relay held while the crowd idled, from `/metrics`.
+    pub crowd_input_buffers: u64,
 }
 
 fn fds(pid: u32) -> usize {
@@ -64,6 +105,15 @@ impl Fleet {
         let (mut rss_max, mut fds_max) = (rss0, fds0);
         self.join_rooms(plan.rooms, plan.per_room)?;
         let good: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        // The lagging pair, in a room of its own: the streamer is id 1, the lagger id 2.
+        let lag_room = plan.rooms;
+        let streamer = self.connect_as(lag_room, false, Behaviour::Streamer, true)?;
+        let lagger = self.connect_as(lag_room, false, Behaviour::Lagger, true)?;
+        self.clients[lagger].read_budget = Some(0);
+        let (mut streamed, mut streamed_bytes) = (0u64, 0usize);
+        let (mut lag_held, mut crowd_input) = (0u64, 0u64);
+        let mut crowd: Vec<usize> = Vec::new();
+        let crowd_at = Instant::now() + plan.duration / 3;
         // Each misbehaving slot: its client (none while it waits to come back), room, kind, and when it returns.
         let mut bad: Vec<(Option<usize>, usize, Behaviour, Instant)> =
             (0..plan.misbehaving).map(|i| (None, i % plan.rooms, KINDS[i % KINDS.len()], Instant::now())).collect();
@@ -74,6 +124,27 @@ impl Fleet {
         let (mut k, mut next_sample) = (0u64, start);
         while Instant::now() < end {
             let now = Instant::now();
+            // The stream, and the lagger reading exactly as much as keeps it `lag` behind.
+            let due = (now.duration_since(start).as_secs_f64() * STREAM_RATE) as u64;
+            while streamed < due && self.clients[streamer].state == State::Open {
+                let at = self.micros(now);
+                self.send_to(streamer, 2, at, STREAM_MESSAGE);
+                streamed += 1;
+                streamed_bytes += STREAM_MESSAGE;
+            }
+            let c = &mut self.clients[lagger];
+            c.read_budget = Some(streamed_bytes.saturating_sub(plan.lag).saturating_sub(c.read_total));
+            self.read(lagger, None);
+            if crowd.is_empty() && now >= crowd_at {
+                for i in 0..plan.crowd {
+                    let key = self.connect_as(lag_room + 1 + i % 10, false, Behaviour::BigSender, true)?;
+                    self.clients[key].next_act = Some(now);
+                    crowd.push(key);
+                }
+            }
+            for &key in &crowd {
+                self.misbehave(key, now);
+            }
             let mut next = start + interval.mul_f64(k as f64);
             while next <= now {
                 let key = good[(k % good.len() as u64) as usize];
@@ -101,11 +172,27 @@ impl Fleet {
                 rss_max = rss_max.max(rss);
                 fds_max = fds_max.max(fds);
                 next_sample = now + Duration::from_secs(1);
+                let gauges = scrape(self.addr).ok_or("no /metrics from the relay")?;
+                lag_held = lag_held.max(gauges.pending as u64);
+                // Once the crowd has sent and idled a second, what it holds is what idle clients keep.
+                if now >= crowd_at + Duration::from_secs(2) {
+                    crowd_input = crowd_input.max(gauges.input_buffers as u64);
+                }
             }
             self.turn(Some(next.saturating_duration_since(now).min(Duration::from_millis(5))), None)?;
         }
         // Let the last reports land before counting.
         self.settle(Duration::from_secs(2));
+        // The lagger catches up before it is counted. It reads what waits in
+        // its socket without a new readiness event, so it is read directly.
+        self.clients[lagger].read_budget = None;
+        let catch_up = Instant::now() + Duration::from_secs(10);
+        while self.clients[lagger].expect.get(&1).copied().unwrap_or(0) < streamed && Instant::now() < catch_up {
+            self.read(lagger, None);
+            self.turn(Some(Duration::from_millis(10)), None)?;
+        }
+        let l = &self.clients[lagger];
+        let lagged = l.expect.get(&1).copied().unwrap_or(0);
         let mut report = SoakReport {
             good: good.len(),
             received: 0,
@@ -115,6 +202,10 @@ impl Fleet {
             respawns,
             rss: (rss0, 0, 0),
             fds: (fds0, 0, 0),
+            lagger: (streamed, lagged, l.disorder, l.state == State::Open),
+            lag_held,
+            crowd_closed: crowd.iter().filter(|&&k| self.clients[k].state != State::Open).count(),
+            crowd_input_buffers: crowd_input,
         };
         for &r in &good {
             let receiver = &self.clients[r];
@@ -176,6 +267,13 @@ impl Fleet {
                 let _ = c.stream.write(&frame[..frame.len() / 2]);
                 c.state = State::Closed;
                 let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+            Behaviour::BigSender if open => {
+                // To id 0, which no client has: the relay reads it whole and drops it.
+                let body = format!("0 big {}", "b".repeat(STREAM_MESSAGE));
+                masked_frame(&mut c.out, true, OpCode::Text, body.as_bytes(), [3, 1, 4, 1]);
+                c.next_act = None;
+                self.dirty.push(key);
             }
             Behaviour::Trickler => {
                 let request = upgrade_request(&format!("{}{}", self.prefix, c.room), "soak");

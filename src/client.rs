@@ -1,9 +1,10 @@
 //! The client's side of the wire, for tools and tests that talk to a relay
 //! without a WebSocket library: the upgrade request, masked frames out, and a
-//! strict parser of what a server sends back.
+//! strict parser of what a server sends back. The relay itself never uses it.
 
-use super::frame::{apply_mask, FrameHeader, OpCode};
-use super::message::parse_close;
+use crate::proto::frame::apply_mask;
+pub use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::message::parse_close;
 
 /// An upgrade request for `target` (the room), with a fixed RFC 6455 sample key.
 pub fn upgrade_request(target: &str, host: &str) -> Vec<u8> {
@@ -166,8 +167,8 @@ mod tests {
     #[test]
     fn parses_a_session_in_any_chunking() {
         let mut wire = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
-        encode_frame(&mut wire, OpCode::Text, b"1 self");
-        encode_frame(&mut wire, OpCode::Close, b"\x03\xe8");
+        encode_frame(&mut wire, OpCode::Text, &[b"1 self"]);
+        encode_frame(&mut wire, OpCode::Close, &[b"\x03\xe8"]);
         let want = vec![Received::Http(101), Received::Text("1 self".into()), Received::Close(Some((1000, "".into())))];
         for split in 0..wire.len() {
             let mut p = ServerParser::default();
