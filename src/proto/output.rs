@@ -55,6 +55,7 @@ impl Output {
     }
 
     /// The driver wrote `n` more bytes. More than are pending counts as all.
+    #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
         self.written = (self.written + n).min(self.buf.len());
         if self.written == self.buf.len() {

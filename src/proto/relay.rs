@@ -74,8 +74,10 @@ pub struct Relay {
     rooms: Rooms,
     timers: TimerQueue,
     actions: VecDeque<Action>,
-    /// Connections whose output changed since the driver last took them.
-    transmit: VecDeque<ConnId>,
+    /// Connections whose output changed since the driver last took them,
+    /// from `transmit_next` on.
+    transmit: Vec<ConnId>,
+    transmit_next: usize,
     /// Connections that passed their output bound during the input at hand.
     overflowed: Vec<ConnId>,
     /// One frame being built, for one recipient or many: a broadcast is
@@ -154,7 +156,8 @@ impl Relay {
             rooms: Rooms::default(),
             timers: TimerQueue::default(),
             actions: VecDeque::new(),
-            transmit: VecDeque::new(),
+            transmit: Vec::new(),
+            transmit_next: 0,
             overflowed: Vec::new(),
             scratch: Vec::new(),
             notice: Vec::new(),
@@ -382,13 +385,16 @@ impl Relay {
     /// The next connection whose output changed since the driver last took
     /// it, and that has bytes to write.
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.transmit.pop_front() {
+        while let Some(&conn) = self.transmit.get(self.transmit_next) {
+            self.transmit_next += 1;
             let Some(slot) = self.outputs.get_mut(conn) else { continue };
             slot.queued = false;
             if slot.output.backlog() > 0 {
                 return Some(conn);
             }
         }
+        self.transmit.clear();
+        self.transmit_next = 0;
         None
     }
 
@@ -470,7 +476,7 @@ impl Relay {
         }
         slot.output.buf().extend_from_slice(bytes);
         if !mem::replace(&mut slot.queued, true) {
-            self.transmit.push_back(conn);
+            self.transmit.push(conn);
         }
         true
     }
@@ -858,6 +864,7 @@ impl Relay {
 
 /// Counts `n` bytes of `slot` written; true when that was the last of a
 /// finished connection, which can then be released.
+#[inline]
 fn consume(slot: &mut Slot, n: usize, stats: &mut Stats) -> bool {
     let n = n.min(slot.output.backlog());
     slot.output.consume(n);

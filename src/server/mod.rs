@@ -85,6 +85,9 @@ impl From<io::Error> for StartError {
     }
 }
 
+/// A socket the core holds a connection for, kept at the connection's slot
+/// (`ConnId::index`), which is also its poll token: no lookup table between
+/// the two.
 struct Client {
     stream: TcpStream,
     conn: ConnId,
@@ -95,13 +98,23 @@ struct Client {
     eof: bool,
     /// In this turn's list of sockets to write to.
     flush_queued: bool,
-    /// Closed by the core: the socket is finished off until this deadline.
+    /// Closed by the core: what it still holds is written until this deadline.
     closing: Option<Instant>,
-    /// Its write side is shut: everything queued was written.
-    shut: bool,
     /// Bytes read and thrown away since the core closed it.
     discarded: usize,
 }
+
+/// A socket the core is done with and that has had all its bytes: its write
+/// side is shut, and what the client still sends is read and discarded until
+/// its EOF or the deadline, so closing it sends a FIN, not a reset.
+struct Lingering {
+    stream: TcpStream,
+    deadline: Instant,
+    discarded: usize,
+}
+
+/// Where the poll tokens of lingering sockets start: far above any connection slot.
+const LINGER_BASE: usize = usize::MAX / 2;
 
 /// The listening relay.
 pub struct Server {
@@ -110,16 +123,20 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     signals: Signals,
     relay: Relay,
-    clients: Slab<Client>,
-    /// Core connection slot → client key.
-    by_conn: Vec<usize>,
-    /// Clients to write to this turn.
+    /// By connection slot.
+    clients: Vec<Option<Client>>,
+    lingering: Slab<Lingering>,
+    /// Slots to write to this turn.
     to_flush: Vec<usize>,
-    /// Clients that used their read budget and still have bytes waiting.
+    /// Slots that used their read budget and still have bytes waiting.
     to_read: Vec<usize>,
-    /// Closed clients being finished off, by deadline (all share `LINGER`, so
-    /// the order of closing is the order of deadlines).
-    lingering: VecDeque<(Instant, usize)>,
+    /// The list being worked through while the next is gathered: swapped
+    /// with `to_flush` or `to_read`, so neither allocates after warm-up.
+    working: Vec<usize>,
+    /// Deadlines of closing clients and lingering sockets, in order (all are
+    /// `LINGER` from when they were set): a closing client by slot and
+    /// connection, a lingering socket by key.
+    deadlines: VecDeque<(Instant, Deadline)>,
     buf: Box<[u8]>,
     drain_timeout: Duration,
     drain_deadline: Option<Instant>,
@@ -131,6 +148,13 @@ pub struct Server {
     last_busy: Instant,
     /// Clients left since memory was last given back.
     left_since_trim: bool,
+}
+
+/// What a deadline in `Server::deadlines` is for.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Closing(ConnId),
+    Lingering(usize),
 }
 
 impl Server {
@@ -162,11 +186,12 @@ impl Server {
             metrics_listener,
             signals,
             relay,
-            clients: Slab::new(),
-            by_conn: Vec::new(),
+            clients: Vec::new(),
+            lingering: Slab::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
-            lingering: VecDeque::new(),
+            working: Vec::new(),
+            deadlines: VecDeque::new(),
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             drain_timeout: config.drain_timeout,
             drain_deadline: None,
@@ -218,15 +243,16 @@ impl Server {
                             self.begin_shutdown(now);
                         }
                     }
-                    Token(key) => {
-                        if let Some(client) = self.clients.get_mut(key) {
+                    Token(t) if t >= LINGER_BASE => self.discard(t - LINGER_BASE),
+                    Token(slot) => {
+                        if let Some(Some(client)) = self.clients.get_mut(slot) {
                             client.read_closed |= event.is_read_closed();
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key, now);
+                            self.read(slot, now);
                         }
                         if event.is_writable() {
-                            self.mark_flush(key);
+                            self.mark_flush(slot);
                         }
                     }
                 }
@@ -235,19 +261,22 @@ impl Server {
                 self.accept(Listener::Public, now);
                 self.accept(Listener::Metrics, now);
             }
-            for key in std::mem::take(&mut self.to_read) {
-                self.read(key, now);
+            std::mem::swap(&mut self.to_read, &mut self.working);
+            for i in 0..self.working.len() {
+                self.read(self.working[i], now);
             }
+            self.working.clear();
             self.relay.handle_timeout(now);
             self.apply();
             self.flush(now);
-            self.expire_lingering(now);
+            self.expire(now);
             self.trim_when_idle(now);
             // A second clock read, so `/metrics` shows how long turns take.
             self.relay.record_loop_turn(now.elapsed());
             if let Some(deadline) = self.drain_deadline {
-                if self.clients.is_empty() || now >= deadline {
-                    info!("shut down with {} connections left; totals: {}", self.clients.len(), self.relay.stats());
+                let open = self.clients.iter().flatten().count() + self.lingering.len();
+                if open == 0 || now >= deadline {
+                    info!("shut down with {open} connections left; totals: {}", self.relay.stats());
                     return Ok(());
                 }
             }
@@ -258,7 +287,7 @@ impl Server {
         if !self.to_read.is_empty() {
             return Some(Duration::ZERO);
         }
-        let lingering = self.lingering.front().map(|&(at, _)| at);
+        let lingering = self.deadlines.front().map(|&(at, _)| at);
         let trim = self.left_since_trim.then(|| self.last_busy + IDLE);
         let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering, trim]
             .into_iter()
@@ -269,7 +298,7 @@ impl Server {
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        info!("shutting down: closing {} connections", self.clients.len());
+        info!("shutting down: closing {} connections", self.relay.connections());
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -311,38 +340,38 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!("{addr}: TCP_NODELAY: {e}");
             }
-            let entry = self.clients.vacant_entry();
-            let key = entry.key();
+            let conn = self.relay.handle_connect_on(which, now);
+            let slot = conn.index();
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+            if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), interest) {
                 warn!("{addr}: register failed: {e}");
+                self.relay.handle_close(conn, now);
+                self.apply();
                 continue;
             }
-            let conn = self.relay.handle_connect_on(which, now);
-            entry.insert(Client {
+            if self.clients.len() <= slot {
+                self.clients.resize_with(slot + 1, || None);
+            }
+            let previous = self.clients[slot].replace(Client {
                 stream,
                 conn,
                 read_closed: false,
                 eof: false,
                 flush_queued: false,
                 closing: None,
-                shut: false,
                 discarded: 0,
             });
-            if self.by_conn.len() <= conn.index() {
-                self.by_conn.resize(conn.index() + 1, usize::MAX);
-            }
-            self.by_conn[conn.index()] = key;
+            assert!(previous.is_none(), "the core reuses a slot only after the driver let its socket go");
             debug!("{conn} connected from {addr}");
             self.apply();
         }
     }
 
     /// Reads until the socket is drained or the budget is spent.
-    fn read(&mut self, key: usize, now: Instant) {
+    fn read(&mut self, slot: usize, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(client) = self.clients.get_mut(key) else { return };
+            let Some(Some(client)) = self.clients.get_mut(slot) else { return };
             if client.eof {
                 return;
             }
@@ -356,18 +385,15 @@ impl Server {
                         // The core keeps what is queued for it: a half-closed client still reads.
                         self.relay.handle_eof(conn, now);
                         self.apply();
-                    } else if client.shut {
-                        self.remove(key);
                     }
                     return;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) if closing => return self.remove(key),
                 Err(e) => {
                     debug!("{conn} read error: {e}");
-                    self.remove(key);
+                    self.remove(slot);
                     self.relay.handle_close(conn, now);
                     return self.apply();
                 }
@@ -376,7 +402,9 @@ impl Server {
                 // A closed client's input is read only to be discarded, and only so much.
                 client.discarded += n;
                 if client.discarded > LINGER_DISCARD {
-                    return self.remove(key);
+                    self.remove(slot);
+                    self.relay.handle_close(conn, now);
+                    return self.apply();
                 }
             } else {
                 self.relay.handle_read(conn, &self.buf[..n], now);
@@ -384,14 +412,29 @@ impl Server {
             }
             budget = budget.saturating_sub(n);
             if budget == 0 {
-                self.to_read.push(key);
+                self.to_read.push(slot);
                 return;
             }
             // A short read from a stream socket means it is drained (epoll(7)),
             // unless the peer also shut its side, which only a 0 read reports.
-            let read_closed = self.clients.get(key).is_some_and(|c| c.read_closed);
+            let read_closed = matches!(self.clients.get(slot), Some(Some(c)) if c.read_closed);
             if n < self.buf.len() && !read_closed {
                 return;
+            }
+        }
+    }
+
+    /// Reads and throws away what a lingering socket's client still sends,
+    /// dropping the socket at its EOF or once it has sent too much.
+    fn discard(&mut self, key: usize) {
+        loop {
+            let Some(l) = self.lingering.get_mut(key) else { return };
+            match l.stream.read(&mut self.buf) {
+                Ok(n) if n > 0 && l.discarded + n <= LINGER_DISCARD => l.discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EOF (the client is done too), an error, or a client pushing on regardless.
+                _ => return self.drop_lingering(key),
             }
         }
     }
@@ -401,83 +444,124 @@ impl Server {
         while let Some(action) = self.relay.poll_action() {
             match action {
                 Action::Close { conn, reason } => {
-                    let Some(key) = self.client_key(conn) else { continue };
+                    let Some(slot) = self.slot_of(conn) else { continue };
                     if reason == CloseReason::SlowConsumer {
                         // It is not reading: nothing queued for it would get through.
-                        self.remove(key);
+                        self.remove(slot);
+                        continue;
+                    }
+                    if self.relay.pending(conn).is_empty() {
+                        // Nothing left to write, and the core has let the slot go already.
+                        self.finish_off(slot, self.now);
                         continue;
                     }
                     let deadline = self.now + LINGER;
-                    self.clients[key].closing = Some(deadline);
-                    self.lingering.push_back((deadline, key));
+                    if let Some(Some(client)) = self.clients.get_mut(slot) {
+                        client.closing = Some(deadline);
+                    }
+                    self.deadlines.push_back((deadline, Deadline::Closing(conn)));
                     // To write what is left, then shut the write side.
-                    self.mark_flush(key);
+                    self.mark_flush(slot);
                 }
             }
         }
     }
 
-    /// One write per client whose output changed or whose socket became
-    /// writable this turn.
+    /// One write per client whose socket became writable again or whose
+    /// output changed this turn.
     fn flush(&mut self, now: Instant) {
+        let mut failed = Vec::new();
         loop {
-            while let Some(conn) = self.relay.poll_transmit() {
-                if let Some(key) = self.client_key(conn) {
-                    self.mark_flush(key);
+            std::mem::swap(&mut self.to_flush, &mut self.working);
+            for i in 0..self.working.len() {
+                let slot = self.working[i];
+                if let Some(Some(client)) = self.clients.get_mut(slot) {
+                    client.flush_queued = false;
+                    self.write(slot, now, &mut failed);
                 }
             }
-            let mut failed = Vec::new();
-            for key in std::mem::take(&mut self.to_flush) {
-                let Some(client) = self.clients.get_mut(key) else { continue };
-                client.flush_queued = false;
-                if client.shut {
-                    continue;
-                }
-                match self.relay.write_to(client.conn, &mut client.stream) {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                    Err(e) => {
-                        debug!("{} write error: {e}", client.conn);
-                        failed.push(key);
-                        continue;
-                    }
-                }
-                if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
-                    // All written: the FIN follows the last byte, and reads go on until the client's.
-                    client.shut = true;
-                    let _ = client.stream.shutdown(Shutdown::Write);
-                    if client.eof {
-                        self.remove(key);
-                    }
-                }
+            self.working.clear();
+            while let Some(conn) = self.relay.poll_transmit() {
+                self.write(conn.index(), now, &mut failed);
             }
             if failed.is_empty() {
                 return;
             }
             // The peers of a dead client hear its quit in this same turn.
-            for key in failed {
-                let conn = self.clients[key].conn;
-                self.remove(key);
-                self.relay.handle_close(conn, now);
+            for slot in failed.drain(..) {
+                if let Some(conn) = self.remove(slot) {
+                    self.relay.handle_close(conn, now);
+                }
             }
             self.apply();
         }
     }
 
-    /// Drops closed clients that did not finish in time.
-    fn expire_lingering(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.lingering.front() {
+    /// Writes what the core holds for the client at `slot`, in one call.
+    #[inline]
+    fn write(&mut self, slot: usize, now: Instant, failed: &mut Vec<usize>) {
+        let Some(Some(client)) = self.clients.get_mut(slot) else { return };
+        match self.relay.write_to(client.conn, &mut client.stream) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                debug!("{} write error: {e}", client.conn);
+                return failed.push(slot);
+            }
+        }
+        if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
+            self.finish_off(slot, now);
+        }
+    }
+
+    /// A closed client has had all its bytes: the FIN follows the last one,
+    /// and its socket lingers until the client's own FIN.
+    fn finish_off(&mut self, slot: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::take) else { return };
+        let Client { mut stream, eof, discarded, .. } = client;
+        let _ = stream.shutdown(Shutdown::Write);
+        self.left_since_trim = true;
+        if eof {
+            let _ = self.poll.registry().deregister(&mut stream);
+            return;
+        }
+        let entry = self.lingering.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE;
+        if self.poll.registry().reregister(&mut stream, Token(LINGER_BASE + key), interest).is_err() {
+            let _ = self.poll.registry().deregister(&mut stream);
+            return;
+        }
+        let deadline = now + LINGER;
+        entry.insert(Lingering { stream, deadline, discarded });
+        self.deadlines.push_back((deadline, Deadline::Lingering(key)));
+        // What arrived before it moved is read now; later bytes bring an event.
+        self.discard(key);
+    }
+
+    /// Drops closed clients and lingering sockets whose time is up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, what)) = self.deadlines.front() {
             if at > now {
                 return;
             }
-            self.lingering.pop_front();
-            // The key may have been freed and reused since; only its own deadline counts.
-            if self.clients.get(key).is_some_and(|c| c.closing == Some(at)) {
-                let conn = self.clients[key].conn;
-                self.remove(key);
-                // Whatever it did not read is dropped with it.
-                self.relay.handle_close(conn, now);
-                self.apply();
+            self.deadlines.pop_front();
+            match what {
+                // Only its own deadline counts: the slot or key may have been reused since.
+                Deadline::Closing(conn) => {
+                    let Some(slot) = self.slot_of(conn) else { continue };
+                    if matches!(&self.clients[slot], Some(c) if c.closing == Some(at)) {
+                        self.remove(slot);
+                        // Whatever it did not read is dropped with it.
+                        self.relay.handle_close(conn, now);
+                        self.apply();
+                    }
+                }
+                Deadline::Lingering(key) => {
+                    if self.lingering.get(key).is_some_and(|l| l.deadline == at) {
+                        self.drop_lingering(key);
+                    }
+                }
             }
         }
     }
@@ -491,36 +575,39 @@ impl Server {
         }
         self.left_since_trim = false;
         self.relay.shrink_to_fit();
+        let used = self.clients.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        self.clients.truncate(used);
         self.clients.shrink_to_fit();
-        let used = self.by_conn.iter().rposition(|&k| k != usize::MAX).map_or(0, |i| i + 1);
-        self.by_conn.truncate(used);
-        self.by_conn.shrink_to_fit();
         self.lingering.shrink_to_fit();
+        self.deadlines.shrink_to_fit();
         release_free_memory();
     }
 
-    /// Closes a client's socket.
-    fn remove(&mut self, key: usize) {
-        if let Some(mut client) = self.clients.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut client.stream);
-            if let Some(k) = self.by_conn.get_mut(client.conn.index()).filter(|k| **k == key) {
-                *k = usize::MAX;
-            }
-            self.left_since_trim = true;
+    /// Closes a client's socket; returns its connection.
+    fn remove(&mut self, slot: usize) -> Option<ConnId> {
+        let mut client = self.clients.get_mut(slot)?.take()?;
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        self.left_since_trim = true;
+        Some(client.conn)
+    }
+
+    fn drop_lingering(&mut self, key: usize) {
+        if let Some(mut l) = self.lingering.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut l.stream);
         }
     }
 
-    fn mark_flush(&mut self, key: usize) {
-        if let Some(client) = self.clients.get_mut(key) {
+    fn mark_flush(&mut self, slot: usize) {
+        if let Some(Some(client)) = self.clients.get_mut(slot) {
             if !std::mem::replace(&mut client.flush_queued, true) {
-                self.to_flush.push(key);
+                self.to_flush.push(slot);
             }
         }
     }
 
-    fn client_key(&self, conn: ConnId) -> Option<usize> {
-        let key = *self.by_conn.get(conn.index())?;
-        self.clients.get(key).filter(|c| c.conn == conn).map(|_| key)
+    /// The slot of `conn`'s socket, while the socket is `conn`'s.
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        matches!(self.clients.get(conn.index()), Some(Some(c)) if c.conn == conn).then_some(conn.index())
     }
 }
 
