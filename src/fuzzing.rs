@@ -109,8 +109,12 @@ pub fn frame_decoder(data: &[u8]) {
     }
 }
 
-fn read_request<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<(Request, usize)>, HandshakeError> {
-    let mut reader = RequestReader::new(HandshakeLimits { max_head: 1024, max_headers: 16, max_target: 256 });
+fn read_request<'a>(
+    proxy: bool,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let limits = HandshakeLimits { max_head: 1024, max_headers: 16, max_target: 256 };
+    let mut reader = RequestReader::new(limits, proxy);
     let mut fed = 0;
     for piece in pieces {
         match reader.feed(piece)? {
@@ -128,9 +132,11 @@ fn read_request<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Option
 /// a request with where it ended, or a refusal with an HTTP status.
 pub fn handshake(data: &[u8]) {
     let (seed, input) = seed_and_input(data);
-    let whole = read_request([input]);
-    assert_eq!(whole, read_request(chunks(seed, input)));
-    assert_eq!(whole, read_request(input.chunks(1)));
+    // One seed bit asks for a PROXY protocol header first.
+    let proxy = seed & 2 != 0;
+    let whole = read_request(proxy, [input]);
+    assert_eq!(whole, read_request(proxy, chunks(seed, input)));
+    assert_eq!(whole, read_request(proxy, input.chunks(1)));
     match whole {
         Err(e) => assert!(matches!(e.http_status(), 400 | 404 | 405 | 414 | 426 | 431)),
         Ok(Some((Request::Upgrade { target, accept, .. }, end))) => {

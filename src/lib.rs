@@ -39,11 +39,14 @@ pub mod server;
 pub mod testing;
 
 pub use proto::action::{Action, CloseKind, CloseReason, ConnId};
+pub use proto::budget::Budget;
 pub use proto::config::{
     Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, MAX_DURATION,
 };
 pub use proto::error::{HandshakeError, ProtocolError, RelayError};
+pub use proto::metrics::{render as render_metrics, Snapshot};
 pub use proto::relay::Relay;
+pub use proto::shard::{shard_of, Shard};
 pub use proto::stats::Stats;
 
 /// The README's examples, compiled and run as doctests.

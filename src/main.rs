@@ -36,6 +36,16 @@ struct Args {
     #[arg(long, env = "WS_RELAY_LISTEN", default_value = "127.0.0.1:7927")]
     listen: SocketAddr,
 
+    /// Shards: threads, each with its own event loop and core, every room whole on one of them.
+    /// Default: the number of cores the process may use.
+    #[arg(long, env = "WS_RELAY_THREADS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    threads: Option<usize>,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client's
+    /// address, as HAProxy sends with send-proxy-v2; connections without one get 400.
+    #[arg(long, env = "WS_RELAY_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
+
     /// Serve /metrics on this separate address (e.g. 127.0.0.1:9107) instead of the public port.
     #[arg(long, env = "WS_RELAY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -75,6 +85,11 @@ struct Args {
     /// Most clients in one room (more: 503 "room full" before the upgrade).
     #[arg(long, env = "WS_RELAY_MAX_ROOM_CLIENTS", default_value_t = D.capacity.max_room_clients)]
     max_room_clients: usize,
+
+    /// Most clients from one address (the PROXY protocol's source behind a proxy); more: 503. Off by default.
+    #[arg(long, env = "WS_RELAY_MAX_CLIENTS_PER_IP",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_clients_per_ip: Option<usize>,
 
     /// Most rooms at once (a new room past it: 503 before the upgrade).
     #[arg(long, env = "WS_RELAY_MAX_ROOMS", default_value_t = D.capacity.max_rooms)]
@@ -183,6 +198,8 @@ fn main() -> ExitCode {
         allowed_origins: (!args.allow_origin.is_empty()).then_some(args.allow_origin),
         serve_pages: !args.no_pages,
         serve_metrics: args.metrics_listen.is_none(),
+        metrics_from_driver: false,
+        proxy_protocol: args.proxy_protocol,
         flood: (args.flood_messages > 0).then_some(FloodLimits {
             messages_per_second: args.flood_messages,
             message_burst: args.flood_burst,
@@ -194,6 +211,7 @@ fn main() -> ExitCode {
             max_room_clients: args.max_room_clients,
             max_rooms: args.max_rooms,
             max_handshakes: args.max_handshakes,
+            max_clients_per_ip: args.max_clients_per_ip,
         },
         handshake_timeout: args.handshake_timeout.0,
         ping_interval: args.ping_interval.0,
@@ -206,6 +224,7 @@ fn main() -> ExitCode {
         metrics_listen: args.metrics_listen,
         relay,
         drain_timeout: args.drain_timeout.0,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
@@ -218,11 +237,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = server.local_addr().unwrap_or(config.listen);
+    let addr = server.local_addr();
     let r = &config.relay;
     info!(
-        "listening on {addr}: {:?} mode, max clients {}, max per room {}, max rooms {}, max message {} B, \
-         max pending {} B, flood {}, origins {}, handshake timeout {:?}, ping every {:?}",
+        "listening on {addr}: {} shards, {:?} mode, max clients {}, max per room {}, max rooms {}, max message {} B, \
+         max pending {} B, flood {}, origins {}, handshake timeout {:?}, ping every {:?}{}",
+        config.threads,
         r.mode,
         r.capacity.max_clients,
         r.capacity.max_room_clients,
@@ -233,6 +253,7 @@ fn main() -> ExitCode {
         r.allowed_origins.as_ref().map_or("any".into(), |o| o.join(",")),
         r.handshake_timeout,
         r.ping_interval,
+        if r.proxy_protocol { ", PROXY protocol required" } else { "" },
     );
     // Scripts and tests that bind port 0 read the real addresses from these lines.
     println!("listening on {addr}");

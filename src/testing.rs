@@ -68,7 +68,7 @@ impl Sim {
 
     /// A new connection on `listener` that sends nothing yet.
     pub fn connect_on(&mut self, listener: Listener) -> ConnId {
-        let conn = self.relay.handle_connect_on(listener, self.now);
+        let conn = self.relay.handle_connect_on(listener, None, self.now);
         if self.by_index.len() <= conn.index() {
             self.by_index.resize(conn.index() + 1, usize::MAX);
         }
@@ -176,6 +176,13 @@ impl Sim {
                     peer.closed = Some(reason);
                     peer.left_at_close = left;
                 }
+                Action::Metrics { conn } => {
+                    // One core is the whole process here.
+                    let mut page = Vec::new();
+                    crate::render_metrics(&[self.relay.snapshot()], &mut page);
+                    self.relay.handle_metrics(conn, &page);
+                }
+                Action::Handoff { conn, .. } => panic!("{conn} handed off by a relay that is its only shard"),
             }
         }
         if !self.record && self.stalled == 0 {

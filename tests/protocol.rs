@@ -391,7 +391,7 @@ fn joins_and_quits_are_atomic_with_messages() {
 
 #[test]
 fn caps_refuse_upgrades_with_503() {
-    let capacity = Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2, max_handshakes: 8 };
+    let capacity = Capacity { max_clients: 3, max_room_clients: 2, max_rooms: 2, ..Config::DEFAULT.capacity };
     let mut s = Sim::new(Config { capacity, ..Config::default() });
     let (a, _b) = (s.join("/r1"), s.join("/r1"));
     let full = s.connect_raw(&upgrade_request("/r1", "x"));
@@ -629,4 +629,51 @@ fn memory_held_for_a_lagging_reader_follows_its_backlog() {
     assert!((40_000..60_000).contains(&backlog), "the reader lags by about 50 KB: {backlog}");
     assert!(s.closed(reader).is_none(), "it reads, so it is no slow consumer");
     assert!(most < 256 * 1024, "{most} bytes held for a backlog of about 50 KB");
+}
+
+/// An upgrade to a room another shard serves leaves the shard that accepted
+/// it, with every byte it sent (frames behind the request included), and the
+/// owning shard carries on as if it had read them itself.
+#[test]
+fn an_upgrade_for_another_shards_room_is_handed_over_with_its_bytes() {
+    use ws_relay::{Action, Budget, Relay, Shard};
+    let budget = Budget::new();
+    let mut shards: Vec<Relay> = (0..2)
+        .map(|index| Relay::sharded(Config::default(), Shard { index, count: 2 }, budget.clone()).unwrap())
+        .collect();
+    let room = (0..).map(|i| format!("/ws-relay/r{i}")).find(|r| ws_relay::shard_of(r.as_bytes(), 2) == 1).unwrap();
+    let now = std::time::Instant::now();
+    let drain = |relay: &mut Relay| {
+        let mut out = BTreeMap::new();
+        while let Some(conn) = relay.poll_transmit() {
+            out.insert(conn, relay.pending(conn).to_vec());
+            let n = relay.pending(conn).len();
+            relay.handle_written(conn, n);
+        }
+        out
+    };
+    // Someone already in the room, on its shard.
+    let watcher = shards[1].handle_connect(now);
+    shards[1].handle_read(watcher, &upgrade_request(&room, "x"), now);
+    drain(&mut shards[1]);
+    // A newcomer reaches the other shard, its first frame right behind its request, in two reads.
+    let mut bytes = upgrade_request(&room, "x");
+    bytes.extend(frame(OpCode::Text, b"* early"));
+    let c = shards[0].handle_connect(now);
+    shards[0].handle_read(c, &bytes[..20], now);
+    shards[0].handle_read(c, &bytes[20..], now);
+    let Some(Action::Handoff { conn, shard: 1, bytes: moved }) = shards[0].poll_action() else { panic!("no handoff") };
+    assert_eq!((conn, &moved), (c, &bytes), "the request and what followed it, as they arrived");
+    assert!(shards[0].poll_action().is_none() && drain(&mut shards[0]).is_empty(), "nothing said, nothing closed");
+    assert_eq!(shards[0].connections(), 0);
+    let adopted = shards[1].handle_handoff(ws_relay::Listener::Public, None, now);
+    shards[1].handle_read(adopted, &moved, now);
+    let out = drain(&mut shards[1]);
+    assert!(out[&adopted].starts_with(b"HTTP/1.1 101 ") && out[&adopted].ends_with(b"\x81\x062 self\x81\x061 join"));
+    assert_eq!(out[&watcher], b"\x81\x062 join\x81\x072 early");
+    // Counted once: accepted by the first shard, upgraded by the second.
+    let (first, second) = (shards[0].stats(), shards[1].stats());
+    assert_eq!((first.connections, first.handoffs, first.upgrades), (1, 1, 0));
+    assert_eq!((second.connections, second.upgrades), (1, 2));
+    assert_eq!(budget.clients(), 2);
 }

@@ -5,10 +5,12 @@ use std::fmt;
 use super::error::{HandshakeError, ProtocolError, RelayError};
 use super::table::table_enum;
 
-/// A connection's handle: a slot and a generation, so a handle kept past its
-/// connection's end never reaches the connection that reuses the slot.
+/// A connection's handle: its relay's shard, a slot and a generation, so a
+/// handle kept past its connection's end never reaches the connection that
+/// reuses the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
+    pub(crate) shard: u16,
     pub(crate) index: u32,
     pub(crate) generation: u32,
 }
@@ -20,9 +22,13 @@ impl ConnId {
     }
 }
 
+/// `#slot.generation`, or `#shard:slot.generation` past the first shard.
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}.{}", self.index, self.generation)
+        match self.shard {
+            0 => write!(f, "#{}.{}", self.index, self.generation),
+            shard => write!(f, "#{shard}:{}.{}", self.index, self.generation),
+        }
     }
 }
 
@@ -41,6 +47,28 @@ pub enum Action {
         conn: ConnId,
         /// Why it ends.
         reason: CloseReason,
+    },
+    /// `conn` asks for a room another shard serves
+    /// ([`shard_of`](crate::shard_of)): the core has forgotten it. Move its
+    /// transport to shard `shard`, announce it there with
+    /// [`Relay::handle_handoff`](crate::Relay::handle_handoff) and feed that
+    /// core `bytes`, all the connection sent so far: it carries on as if it
+    /// had read them itself.
+    Handoff {
+        /// The connection.
+        conn: ConnId,
+        /// The shard that serves its room.
+        shard: usize,
+        /// Every byte read from it so far.
+        bytes: Vec<u8>,
+    },
+    /// `conn` asks for `/metrics` and the configuration leaves the page to the
+    /// driver (`Config::metrics_from_driver`): render it, for every shard
+    /// with [`render_metrics`](crate::render_metrics), and answer with
+    /// [`Relay::handle_metrics`](crate::Relay::handle_metrics).
+    Metrics {
+        /// The connection.
+        conn: ConnId,
     },
 }
 

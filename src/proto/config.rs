@@ -73,6 +73,9 @@ pub struct Capacity {
     /// it pushes out the oldest (503): clients that complete their request in
     /// a round trip get through while slow ones cannot pile up.
     pub max_handshakes: usize,
+    /// Upgraded clients from one address (the PROXY protocol's source when a
+    /// proxy is in front); `None` for no cap.
+    pub max_clients_per_ip: Option<usize>,
 }
 
 /// The core's configuration. [`Config::DEFAULT`] is what the binary runs with.
@@ -95,6 +98,14 @@ pub struct Config {
     pub serve_pages: bool,
     /// Serve `/metrics` on the public port; off when a separate metrics port is used.
     pub serve_metrics: bool,
+    /// Leave `/metrics` to the driver ([`Action::Metrics`](crate::Action::Metrics)),
+    /// for a page that covers more than this core: every shard of a process.
+    pub metrics_from_driver: bool,
+    /// Every connection to the public port starts with a PROXY protocol
+    /// header (version 1 or 2) naming the client's address, as a load
+    /// balancer in front sends it; a connection without a valid one is
+    /// refused (400). Never trusted when off.
+    pub proxy_protocol: bool,
     /// A connection that has not completed its upgrade by then is closed (408).
     pub handshake_timeout: Duration,
     /// A client silent this long is pinged.
@@ -120,8 +131,16 @@ impl Config {
         allowed_origins: None,
         serve_pages: true,
         serve_metrics: true,
+        metrics_from_driver: false,
+        proxy_protocol: false,
         flood: Some(FloodLimits::DEFAULT),
-        capacity: Capacity { max_clients: 100_000, max_room_clients: 1024, max_rooms: 100_000, max_handshakes: 1024 },
+        capacity: Capacity {
+            max_clients: 100_000,
+            max_room_clients: 1024,
+            max_rooms: 100_000,
+            max_handshakes: 1024,
+            max_clients_per_ip: None,
+        },
         handshake_timeout: Duration::from_secs(10),
         ping_interval: Duration::from_secs(30),
         ping_timeout: Duration::from_secs(30),
@@ -148,6 +167,7 @@ impl Config {
             ("max_handshakes", self.capacity.max_handshakes),
             ("max_fragments", self.message.max_fragments),
             ("max_headers", self.handshake.max_headers),
+            ("max_clients_per_ip", self.capacity.max_clients_per_ip.unwrap_or(1)),
         ];
         match counts.into_iter().find(|&(_, n)| n == 0) {
             Some((name, _)) => Err(ConfigError::Zero(name)),
@@ -217,6 +237,13 @@ pub enum ConfigError {
     },
     /// A count that must be at least 1 is 0.
     Zero(&'static str),
+    /// A shard's index is not below the count, or there are over 65,535 shards.
+    BadShard {
+        /// The shard's index.
+        index: usize,
+        /// How many shards there are.
+        count: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -231,6 +258,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{name} ({value:?}) must be more than 0 and at most {MAX_DURATION:?}")
             }
             Self::Zero(name) => write!(f, "{name} must be at least 1"),
+            Self::BadShard { index, count } => write!(f, "shard {index} of {count} does not exist"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`Phase`] holds only what a phase alone needs. Its output is kept apart,
 //! in [`Outputs`](super::output::Outputs).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::action::{CloseReason, ConnId};
@@ -51,6 +52,10 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     /// Frames into messages, once upgraded.
     pub(crate) decoder: MessageDecoder,
+    /// The client's address: the socket's, or what the PROXY header said.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The address it is counted under for `max_clients_per_ip`, once admitted.
+    pub(crate) counted_ip: Option<IpAddr>,
     /// When bytes last arrived from it.
     pub(crate) last_read: Instant,
     /// The earliest deadline this connection has in the timer queue.

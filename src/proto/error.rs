@@ -17,6 +17,10 @@ pub enum HandshakeError {
     /// A TLS ClientHello on the plain port: closed without an answer, which
     /// a TLS client could not read.
     TlsOnPlainPort,
+    /// A PROXY protocol header was required and missing or malformed.
+    BadProxyHeader,
+    /// The client's address has as many clients as `max_clients_per_ip` allows.
+    TooManyFromAddress,
     /// The request head grew past the configured size or header count.
     HeadTooLarge,
     /// The request line's target is longer than allowed.
@@ -64,6 +68,7 @@ impl HandshakeError {
         match self {
             Self::Malformed
             | Self::TlsOnPlainPort
+            | Self::BadProxyHeader
             | Self::OldHttpVersion
             | Self::MissingHost
             | Self::UnexpectedBody
@@ -75,9 +80,12 @@ impl HandshakeError {
             Self::NotFound => Status::NotFound,
             Self::ForbiddenOrigin => Status::Forbidden,
             Self::Timeout => Status::RequestTimeout,
-            Self::ShuttingDown | Self::ServerFull | Self::RoomFull | Self::TooManyRooms | Self::TooManyHandshakes => {
-                Status::ServiceUnavailable
-            }
+            Self::ShuttingDown
+            | Self::ServerFull
+            | Self::RoomFull
+            | Self::TooManyRooms
+            | Self::TooManyHandshakes
+            | Self::TooManyFromAddress => Status::ServiceUnavailable,
         }
     }
 
@@ -92,6 +100,8 @@ impl fmt::Display for HandshakeError {
         f.write_str(match self {
             Self::Malformed => "malformed HTTP request",
             Self::TlsOnPlainPort => "TLS on the plain-text port",
+            Self::BadProxyHeader => "missing or malformed PROXY protocol header",
+            Self::TooManyFromAddress => "too many clients from this address",
             Self::HeadTooLarge => "request header fields too large",
             Self::TargetTooLong => "request target too long",
             Self::MethodNotAllowed => "only GET can upgrade to a WebSocket",

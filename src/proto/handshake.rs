@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use super::config::HandshakeLimits;
 use super::error::HandshakeError;
 use super::http::{self, Resource};
+use super::proxy::{self, Proxied};
 
 /// A complete, valid request.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,9 +31,18 @@ pub(crate) enum Request {
 /// the head is parsed once, when it is.
 #[derive(Debug)]
 pub(crate) struct RequestReader {
+    /// Every byte read, up to the limits.
     buf: Vec<u8>,
-    scanned: usize,
     limits: HandshakeLimits,
+    /// Where the request starts in `buf`: after the PROXY header when one is
+    /// required, `None` until it has been read.
+    start: Option<usize>,
+    /// What the PROXY header said.
+    proxied: Option<Proxied>,
+    /// Bytes of `buf` already searched for the end of the head.
+    scanned: usize,
+    /// Where the head ended in `buf`, once it did.
+    end: usize,
     /// The request line is complete and well-formed.
     line_ok: bool,
     /// The method is `HEAD`, whose answer carries no body.
@@ -40,9 +50,10 @@ pub(crate) struct RequestReader {
 }
 
 impl RequestReader {
-    /// A reader with these limits.
-    pub(crate) fn new(limits: HandshakeLimits) -> Self {
-        Self { buf: Vec::new(), scanned: 0, limits, line_ok: false, head: false }
+    /// A reader with these limits, for a request behind a PROXY header if `proxy`.
+    pub(crate) fn new(limits: HandshakeLimits, proxy: bool) -> Self {
+        let start = (!proxy).then_some(0);
+        Self { buf: Vec::new(), limits, start, proxied: None, scanned: 0, end: 0, line_ok: false, head: false }
     }
 
     /// Feeds bytes. Returns `Ok(None)` while the head is incomplete; else the
@@ -50,20 +61,39 @@ impl RequestReader {
     pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
         let before = self.buf.len();
         // Past the limit is an error however the head ends, so keep one byte more than it at most.
-        let room = (self.limits.max_head + 1).saturating_sub(before);
+        let proxy_room = if self.start.is_none() { proxy::MAX_LEN } else { self.start.unwrap_or(0) };
+        let room = (proxy_room + self.limits.max_head + 1).saturating_sub(before);
         self.buf.extend_from_slice(&input[..input.len().min(room)]);
-        self.check_line()?;
-        let Some(end) = self.find_end() else {
-            if self.buf.len() > self.limits.max_head {
+        let start = match self.start {
+            Some(start) => start,
+            None => match proxy::parse(&self.buf)? {
+                None => return Ok(None),
+                Some((proxied, len)) => {
+                    self.proxied = Some(proxied);
+                    self.start = Some(len);
+                    self.scanned = len;
+                    len
+                }
+            },
+        };
+        self.check_line(start)?;
+        let Some(end) = self.find_end(start) else {
+            if self.buf.len() - start > self.limits.max_head {
                 return Err(HandshakeError::HeadTooLarge);
             }
             return Ok(None);
         };
-        if end > self.limits.max_head {
+        if end - start > self.limits.max_head {
             return Err(HandshakeError::HeadTooLarge);
         }
-        let request = parse_head(&self.buf[..end], self.limits)?;
+        let request = parse_head(&self.buf[start..end], self.limits)?;
+        self.end = end;
         Ok(Some((request, end - before)))
+    }
+
+    /// True once a whole request was read.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.end > 0
     }
 
     /// True if the request line names `HEAD`, whose answer carries no body.
@@ -71,16 +101,28 @@ impl RequestReader {
         self.head
     }
 
+    /// What the PROXY header said, once it was read.
+    pub(crate) fn proxied(&self) -> Option<Proxied> {
+        self.proxied
+    }
+
+    /// Every byte of the connection up to the end of its request: the PROXY
+    /// header and the head, as they arrived.
+    pub(crate) fn request_bytes(&self) -> &[u8] {
+        &self.buf[..self.end]
+    }
+
     /// Refuses, as soon as they arrive, bytes that can never start a request:
     /// a method that is not a token, a malformed request line, a TLS
     /// ClientHello. Empty lines before the request line are skipped (RFC 9112
     /// §2.2), as httparse does.
-    fn check_line(&mut self) -> Result<(), HandshakeError> {
+    fn check_line(&mut self, from: usize) -> Result<(), HandshakeError> {
         if self.line_ok {
             return Ok(());
         }
-        let Some(start) = self.buf.iter().position(|&b| b != b'\r' && b != b'\n') else { return Ok(()) };
-        let line = &self.buf[start..];
+        let buf = &self.buf[from..];
+        let Some(start) = buf.iter().position(|&b| b != b'\r' && b != b'\n') else { return Ok(()) };
+        let line = &buf[start..];
         // A TLS record of type handshake, version 3.x: a client that thinks this is https.
         if start == 0 && line[0] == 0x16 {
             match line.get(1) {
@@ -105,16 +147,18 @@ impl RequestReader {
         }
     }
 
-    /// Finds the end of the head: the first empty line, CRLF or bare LF.
-    fn find_end(&mut self) -> Option<usize> {
-        let from = self.scanned;
+    /// Finds the end of the head that starts at `from`: the first empty line,
+    /// CRLF or bare LF.
+    fn find_end(&mut self, from: usize) -> Option<usize> {
+        let scan = self.scanned.max(from);
         self.scanned = self.buf.len();
         let buf = &self.buf;
-        (from..buf.len()).find_map(|i| {
+        (scan..buf.len()).find_map(|i| {
             let blank = buf[i] == b'\n'
-                && ((i >= 1 && buf[i - 1] == b'\n') || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
+                && ((i > from && buf[i - 1] == b'\n')
+                    || (i >= from + 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
             // Empty lines before the request line are not the end of the head.
-            (blank && !buf[..i].iter().all(|&b| b == b'\r' || b == b'\n')).then_some(i + 1)
+            (blank && !buf[from..i].iter().all(|&b| b == b'\r' || b == b'\n')).then_some(i + 1)
         })
     }
 }
@@ -223,7 +267,7 @@ mod tests {
     const GOOD: &[u8] = b"GET /ws-relay/spacewar?game=1 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     fn feed_all(chunks: &[&[u8]]) -> Result<Option<(Request, usize)>, HandshakeError> {
-        let mut r = RequestReader::new(LIMITS);
+        let mut r = RequestReader::new(LIMITS, false);
         let mut last = Ok(None);
         for c in chunks {
             last = r.feed(c);
@@ -252,7 +296,7 @@ mod tests {
     fn same_result_one_byte_at_a_time_and_leftover_is_reported() {
         let mut wire = GOOD.to_vec();
         wire.extend_from_slice(b"\x81\x80");
-        let mut r = RequestReader::new(LIMITS);
+        let mut r = RequestReader::new(LIMITS, false);
         for (i, b) in wire.iter().enumerate() {
             match r.feed(std::slice::from_ref(b)).unwrap() {
                 None => assert!(i < GOOD.len() - 1),
@@ -301,7 +345,7 @@ mod tests {
 
     #[test]
     fn oversized_heads_are_refused_before_they_end() {
-        let mut r = RequestReader::new(LIMITS);
+        let mut r = RequestReader::new(LIMITS, false);
         let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
         let mut result = r.feed(b"GET / HTTP/1.1\r\n");
         while let Ok(None) = result {
@@ -325,24 +369,24 @@ mod tests {
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", HandshakeError::TlsOnPlainPort),
         ];
         for (bytes, err) in early {
-            let mut r = RequestReader::new(LIMITS);
+            let mut r = RequestReader::new(LIMITS, false);
             assert_eq!(r.feed(bytes), Err(err), "{bytes:?}");
             // The same, a byte at a time: refused at the byte that decides it, not at the end.
-            let mut r = RequestReader::new(LIMITS);
+            let mut r = RequestReader::new(LIMITS, false);
             let refused = bytes.iter().position(|b| r.feed(std::slice::from_ref(b)).is_err());
             assert!(refused.is_some(), "{bytes:?}");
         }
         // A good line waits for the rest of the head.
-        assert_eq!(RequestReader::new(LIMITS).feed(b"GET /x HTTP/1.1\r\nHost"), Ok(None));
+        assert_eq!(RequestReader::new(LIMITS, false).feed(b"GET /x HTTP/1.1\r\nHost"), Ok(None));
     }
 
     #[test]
     fn empty_lines_before_the_request_are_skipped_and_head_is_judged_by_the_method() {
-        let mut r = RequestReader::new(LIMITS);
+        let mut r = RequestReader::new(LIMITS, false);
         let got = r.feed(b"\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap().0;
         assert_eq!(got, Request::Get(Resource::Health));
         assert!(r.is_head());
-        let mut r = RequestReader::new(LIMITS);
+        let mut r = RequestReader::new(LIMITS, false);
         assert_eq!(r.feed(b"GET /HEAD HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HandshakeError::NotWebSocket));
         assert!(!r.is_head());
     }

@@ -36,6 +36,21 @@ impl TurnHistogram {
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
+
+    fn add(&mut self, other: &TurnHistogram) {
+        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
+        self.sum_nanos += other.sum_nanos;
+    }
+}
+
+/// What one core counts and measures at a moment: the input of
+/// [`render`], which adds up several for a process of many shards.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) shard: usize,
+    pub(crate) stats: Stats,
+    pub(crate) gauges: Gauges,
+    pub(crate) turns: TurnHistogram,
 }
 
 /// The core's gauges at the moment of a scrape.
@@ -57,8 +72,37 @@ pub(crate) struct Gauges {
     pub(crate) pending: usize,
 }
 
-/// Appends the exposition text for these values to `out`.
-pub(crate) fn render(stats: &Stats, gauges: Gauges, turns: &TurnHistogram, out: &mut Vec<u8>) {
+impl Snapshot {
+    /// The shard it was taken from.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+impl Gauges {
+    fn add(&mut self, other: &Gauges) {
+        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending } = *other;
+        self.connections += connections;
+        self.handshakes += handshakes;
+        self.clients += clients;
+        self.rooms += rooms;
+        self.input_buffers += input_buffers;
+        self.output_buffers += output_buffers;
+        self.pending += pending;
+    }
+}
+
+/// Appends the `/metrics` page for a process whose cores are `shards` (one
+/// [`Snapshot`] each, from [`Relay::snapshot`](crate::Relay::snapshot)): every
+/// counter and gauge summed over them, and each shard's clients apart.
+pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
+    let (mut stats, mut gauges, mut turns) = (Stats::default(), Gauges::default(), TurnHistogram::default());
+    for s in shards {
+        stats.add(&s.stats);
+        gauges.add(&s.gauges);
+        turns.add(&s.turns);
+    }
+    let stats = &stats;
     let mut text = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         // Writing to a String cannot fail.
@@ -80,6 +124,9 @@ pub(crate) fn render(stats: &Stats, gauges: Gauges, turns: &TurnHistogram, out: 
         &[("", gauges.handshakes as u64)],
     );
     metric("ws_relay_clients", "gauge", "Upgraded WebSocket clients.", &[("", gauges.clients as u64)]);
+    let per_shard = labelled("shard", shards.iter().map(|s| (s.shard, s.gauges.clients as u64)));
+    let help = "Upgraded WebSocket clients served by each shard (thread).";
+    metric("ws_relay_shard_clients", "gauge", help, &borrowed(&per_shard));
     metric("ws_relay_rooms", "gauge", "Rooms with at least one client.", &[("", gauges.rooms as u64)]);
     metric(
         "ws_relay_buffer_bytes",
@@ -100,6 +147,8 @@ pub(crate) fn render(stats: &Stats, gauges: Gauges, turns: &TurnHistogram, out: 
         &[("", stats.connections)],
     );
     metric("ws_relay_upgrades_total", "counter", "WebSocket upgrades completed.", &[("", stats.upgrades)]);
+    let help = "Upgrade requests handed to the shard that serves their room.";
+    metric("ws_relay_handoffs_total", "counter", help, &[("", stats.handoffs)]);
     metric(
         "ws_relay_messages_received_total",
         "counter",
@@ -130,7 +179,7 @@ pub(crate) fn render(stats: &Stats, gauges: Gauges, turns: &TurnHistogram, out: 
     let refused = labelled("status", statuses.map(|s| (s.code(), stats.refused(s.code()))));
     let help = "HTTP requests refused, by response status.";
     metric("ws_relay_handshakes_rejected_total", "counter", help, &borrowed(&refused));
-    render_turns(turns, &mut text);
+    render_turns(&turns, &mut text);
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -187,7 +236,7 @@ mod tests {
             turns.record(Duration::from_micros(us));
         }
         let mut out = Vec::new();
-        render(&Stats::default(), Gauges::default(), &turns, &mut out);
+        render(&[Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns }], &mut out);
         let text = String::from_utf8(out).unwrap();
         for line in [
             "ws_relay_loop_turn_seconds_bucket{le=\"0.000001\"} 1",
@@ -206,7 +255,9 @@ mod tests {
     #[test]
     fn every_status_and_close_reason_has_its_series() {
         let mut out = Vec::new();
-        render(&Stats::default(), Gauges::default(), &TurnHistogram::default(), &mut out);
+        let idle =
+            Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns: TurnHistogram::default() };
+        render(&[idle], &mut out);
         let text = String::from_utf8(out).unwrap();
         for kind in CloseKind::ALL {
             let line = format!("ws_relay_closes_total{{reason=\"{}\"}} 0", kind.label());

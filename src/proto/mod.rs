@@ -14,6 +14,7 @@
 //!   flood budgets; [`stats`] and [`metrics`] count.
 
 pub(crate) mod action;
+pub(crate) mod budget;
 pub(crate) mod config;
 pub(crate) mod conn;
 pub(crate) mod envelope;
@@ -25,9 +26,11 @@ pub(crate) mod message;
 pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod pages;
+pub(crate) mod proxy;
 pub(crate) mod rate;
 pub(crate) mod relay;
 pub(crate) mod room;
+pub(crate) mod shard;
 pub(crate) mod stats;
 pub(crate) mod table;
 pub(crate) mod timer;

@@ -18,6 +18,9 @@ const V1_MAX: usize = 107;
 /// details) fit many times over.
 const V2_MAX_BODY: usize = 1024;
 
+/// The longest header of either version.
+pub(crate) const MAX_LEN: usize = 16 + V2_MAX_BODY;
+
 /// What a complete header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Proxied {

@@ -3,12 +3,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
+use super::budget::Budget;
 use super::config::{Config, ConfigError, Listener, Mode};
 use super::conn::{Conn, Phase};
 use super::envelope::{self, Target};
@@ -17,10 +19,12 @@ use super::frame::{encode_frame, OpCode};
 use super::handshake::{Request, RequestReader};
 use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
-use super::metrics::{self, Gauges, TurnHistogram};
+use super::metrics::{self, Gauges, Snapshot, TurnHistogram};
 use super::output::{Outputs, Slot};
+use super::proxy::Proxied;
 use super::rate::RateLimiter;
 use super::room::{Rooms, Seat};
+use super::shard::{shard_of, Shard};
 use super::stats::Stats;
 use super::timer::TimerQueue;
 
@@ -67,6 +71,10 @@ use super::timer::TimerQueue;
 #[derive(Debug)]
 pub struct Relay {
     config: Config,
+    /// Which of the process's cores this is.
+    shard: Shard,
+    /// The caps it shares with the other shards.
+    budget: Budget,
     conns: Slab<Conn>,
     /// Every connection's bytes to write, by slot.
     outputs: Outputs,
@@ -147,9 +155,23 @@ enum Bound {
 impl Relay {
     /// A relay with no connections, if `config` is one it can run with.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::sharded(config, Shard::ALONE, Budget::new())
+    }
+
+    /// One of `shard.count` relays that share a process's rooms: it serves
+    /// the rooms [`shard_of`](crate::shard_of) gives it and hands every other
+    /// upgrade to its shard ([`Action::Handoff`]). `budget` is shared by all
+    /// of them, so `max_clients`, `max_rooms` and `max_clients_per_ip` hold
+    /// for the process.
+    pub fn sharded(config: Config, shard: Shard, budget: Budget) -> Result<Self, ConfigError> {
         config.validate()?;
+        if shard.index >= shard.count || shard.count > usize::from(u16::MAX) {
+            return Err(ConfigError::BadShard { index: shard.index, count: shard.count });
+        }
         Ok(Self {
             config,
+            shard,
+            budget,
             conns: Slab::new(),
             outputs: Outputs::default(),
             next_generation: 0,
@@ -211,6 +233,12 @@ impl Relay {
     /// Appends every counter and gauge in the Prometheus text format: the body
     /// of `/metrics`, for drivers that expose it some other way.
     pub fn render_metrics(&self, out: &mut Vec<u8>) {
+        metrics::render(&[self.snapshot()], out);
+    }
+
+    /// This core's counters and gauges now, for a page that covers several
+    /// ([`render_metrics`](crate::render_metrics)).
+    pub fn snapshot(&self) -> Snapshot {
         let mut gauges = Gauges {
             connections: self.conns.len(),
             handshakes: self.pending,
@@ -225,33 +253,58 @@ impl Relay {
             gauges.output_buffers += slot.output.capacity();
             gauges.pending += slot.output.backlog();
         }
-        metrics::render(&self.stats, gauges, &self.turns, out);
+        Snapshot { shard: self.shard.index, stats: self.stats.clone(), gauges, turns: self.turns.clone() }
     }
 
     /// A new transport connection on the public port; the client's first bytes
     /// are its HTTP request.
     pub fn handle_connect(&mut self, now: Instant) -> ConnId {
-        self.handle_connect_on(Listener::Public, now)
+        self.handle_connect_on(Listener::Public, None, now)
     }
 
-    /// A new transport connection on `listener`.
-    pub fn handle_connect_on(&mut self, listener: Listener, now: Instant) -> ConnId {
+    /// A new transport connection on `listener`, from `peer` if the driver
+    /// knows it (for logs and `max_clients_per_ip`; a PROXY protocol header
+    /// overrides it).
+    pub fn handle_connect_on(&mut self, listener: Listener, peer: Option<SocketAddr>, now: Instant) -> ConnId {
+        self.stats.connections += 1;
+        self.open_conn(listener, peer, now)
+    }
+
+    /// A connection another shard accepted and handed over
+    /// ([`Action::Handoff`]). Then feed it the bytes that came with it, with
+    /// [`handle_read`](Self::handle_read): they are handled as if this core
+    /// had read them itself. Unlike [`handle_connect_on`](Self::handle_connect_on)
+    /// it does not count as a connection accepted: the shard that accepted it did.
+    pub fn handle_handoff(&mut self, listener: Listener, peer: Option<SocketAddr>, now: Instant) -> ConnId {
+        self.open_conn(listener, peer, now)
+    }
+
+    fn open_conn(&mut self, listener: Listener, peer: Option<SocketAddr>, now: Instant) -> ConnId {
         let entry = self.conns.vacant_entry();
         // Slab keys are dense; a driver holding four billion connections is out of scope.
-        let id = ConnId { index: entry.key() as u32, generation: self.next_generation };
+        let index = entry.key() as u32;
+        let id = ConnId { shard: self.shard.index as u16, index, generation: self.next_generation };
         self.next_generation = self.next_generation.wrapping_add(1);
         let deadline = now.checked_add(self.config.handshake_timeout);
         entry.insert(Conn {
             id,
             listener,
-            phase: Phase::Handshake { reader: RequestReader::new(self.config.handshake), deadline },
+            phase: Phase::Handshake {
+                // The load balancer fronts the public port; operators reach theirs directly.
+                reader: RequestReader::new(
+                    self.config.handshake,
+                    self.config.proxy_protocol && listener == Listener::Public,
+                ),
+                deadline,
+            },
             decoder: MessageDecoder::new(self.config.message),
+            peer,
+            counted_ip: None,
             last_read: now,
             scheduled: None,
             rate: RateLimiter::default(),
         });
         self.outputs.open(id);
-        self.stats.connections += 1;
         self.schedule(id, deadline);
         self.pending += 1;
         self.arrivals.push_back(id);
@@ -268,11 +321,16 @@ impl Relay {
         c.last_read = now;
         self.stats.bytes_received += bytes.len() as u64;
         if let Phase::Handshake { reader, .. } = &mut c.phase {
+            if reader.is_complete() {
+                // Answered, or waiting for the driver's answer: a client has no more to say.
+                return;
+            }
             match reader.feed(bytes) {
                 Ok(None) => {}
                 Ok(Some((request, used))) => {
-                    self.complete_handshake(conn, request, now);
-                    self.read_frames(conn, &bytes[used..], now);
+                    if self.complete_handshake(conn, request, &bytes[used..], now) {
+                        self.read_frames(conn, &bytes[used..], now);
+                    }
                 }
                 Err(e) => self.refuse(conn, e),
             }
@@ -341,6 +399,9 @@ impl Relay {
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         // Every room is dissolving at once: nobody needs to hear who quits.
+        for _ in 0..self.rooms.len() {
+            self.budget.give_room();
+        }
         self.rooms.clear();
         let conns: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for conn in conns {
@@ -511,21 +572,42 @@ impl Relay {
         }
     }
 
-    fn complete_handshake(&mut self, conn: ConnId, request: Request, now: Instant) {
-        let listener = self.get(conn).expect("a request completes on a live connection").listener;
+    /// Answers a complete request. True if the connection goes on here as a
+    /// WebSocket, so what followed the request (`rest`) is frames.
+    fn complete_handshake(&mut self, conn: ConnId, request: Request, rest: &[u8], now: Instant) -> bool {
+        let c = self.get_mut(conn).expect("a request completes on a live connection");
+        let listener = c.listener;
+        let Phase::Handshake { reader, .. } = &c.phase else { unreachable!("only a handshake completes a request") };
+        if let Some(Proxied::From(addr)) = reader.proxied() {
+            debug!("{conn} is {addr} (PROXY protocol)");
+            c.peer = Some(addr);
+        }
         let (target, accept) = match request {
-            Request::Get(resource) => return self.serve(conn, listener, resource),
-            Request::Upgrade { .. } if listener == Listener::Metrics => {
-                return self.refuse(conn, HandshakeError::NotFound);
+            Request::Get(resource) => {
+                self.serve(conn, listener, resource);
+                return false;
             }
-            _ if self.shutting_down => return self.refuse(conn, HandshakeError::ShuttingDown),
+            Request::Upgrade { .. } if listener == Listener::Metrics => {
+                self.refuse(conn, HandshakeError::NotFound);
+                return false;
+            }
+            _ if self.shutting_down => {
+                self.refuse(conn, HandshakeError::ShuttingDown);
+                return false;
+            }
+            Request::Upgrade { target, .. } if self.config.mode == Mode::Relay && !self.serves(&target) => {
+                self.hand_off(conn, shard_of(&target, self.shard.count), rest);
+                return false;
+            }
             Request::Upgrade { origin: Some(origin), .. } if !self.origin_allowed(&origin) => {
-                return self.refuse(conn, HandshakeError::ForbiddenOrigin);
+                self.refuse(conn, HandshakeError::ForbiddenOrigin);
+                return false;
             }
             Request::Upgrade { target, accept, .. } => (target, accept),
         };
-        if let Some(full) = self.capacity_for(&target) {
-            return self.refuse(conn, full);
+        if let Err(full) = self.admit(conn, &target) {
+            self.refuse(conn, full);
+            return false;
         }
         self.stats.upgrades += 1;
         self.open += 1;
@@ -544,6 +626,27 @@ impl Relay {
         let c = self.get_mut(conn).expect("joining a room does not end the connection");
         c.phase = Phase::Open { seat, ping_sent: None };
         self.schedule(conn, now.checked_add(self.config.ping_interval));
+        true
+    }
+
+    /// True if this shard serves the room named `target`.
+    fn serves(&self, target: &[u8]) -> bool {
+        self.shard.count == 1 || shard_of(target, self.shard.count) == self.shard.index
+    }
+
+    /// Forgets `conn` and asks the driver to move it, with every byte it sent
+    /// so far, to the shard that serves its room.
+    fn hand_off(&mut self, conn: ConnId, shard: usize, rest: &[u8]) {
+        let c = self.conns.remove(conn.index());
+        self.outputs.close(conn);
+        self.pending -= 1;
+        let Phase::Handshake { reader, .. } = c.phase else { unreachable!("only a handshake is handed off") };
+        let mut bytes = Vec::with_capacity(reader.request_bytes().len() + rest.len());
+        bytes.extend_from_slice(reader.request_bytes());
+        bytes.extend_from_slice(rest);
+        self.stats.handoffs += 1;
+        debug!("{conn} handed to shard {shard}");
+        self.actions.push_back(Action::Handoff { conn, shard, bytes });
     }
 
     /// Answers a plain `GET` or `HEAD` and closes the connection.
@@ -556,13 +659,33 @@ impl Relay {
         out.clear();
         match resource {
             Resource::Health => http::text_response(http::Status::Ok, "ok", head_only, &mut out),
+            Resource::Metrics if self.config.metrics_from_driver => {
+                self.scratch = out;
+                self.actions.push_back(Action::Metrics { conn });
+                return;
+            }
             Resource::Metrics => {
                 let mut body = Vec::with_capacity(4096);
                 self.render_metrics(&mut body);
-                http::file_response("text/plain; version=0.0.4; charset=utf-8", &body, head_only, &mut out);
+                http::file_response(METRICS_TYPE, &body, head_only, &mut out);
             }
             Resource::Page(page) => http::file_response(page.content_type, page.body, head_only, &mut out),
         }
+        self.push(conn, &out, Bound::Exempt);
+        self.scratch = out;
+        self.finish(conn, CloseReason::HttpServed, Leftover::Flush);
+    }
+
+    /// The answer to an [`Action::Metrics`]: the page the driver rendered
+    /// (with [`render_metrics`](crate::render_metrics)) for `conn`, which the
+    /// core sends (without the body to a `HEAD`) before closing it.
+    pub fn handle_metrics(&mut self, conn: ConnId, page: &[u8]) {
+        if !matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })) {
+            return;
+        }
+        let mut out = mem::take(&mut self.scratch);
+        out.clear();
+        http::file_response(METRICS_TYPE, page, self.is_head(conn), &mut out);
         self.push(conn, &out, Bound::Exempt);
         self.scratch = out;
         self.finish(conn, CloseReason::HttpServed, Leftover::Flush);
@@ -579,20 +702,37 @@ impl Relay {
         self.config.allowed_origins.as_ref().is_none_or(|list| list.iter().any(|o| o.as_bytes() == origin))
     }
 
-    /// Why an upgrade into room `target` would pass a configured cap, if it would.
-    fn capacity_for(&self, target: &[u8]) -> Option<HandshakeError> {
-        let limits = &self.config.capacity;
-        if self.open >= limits.max_clients {
-            return Some(HandshakeError::ServerFull);
+    /// Takes `conn`'s place in the caps, or says which cap it would pass.
+    /// What it takes is given back when it closes ([`finish`](Self::finish))
+    /// and, for a room, when the room empties.
+    fn admit(&mut self, conn: ConnId, target: &[u8]) -> Result<(), HandshakeError> {
+        let limits = self.config.capacity;
+        let room = match self.config.mode {
+            Mode::Relay => Some(self.rooms.by_name(target).map(|r| r.members().len())),
+            Mode::Echo => None,
+        };
+        if room.flatten().is_some_and(|members| members >= limits.max_room_clients) {
+            return Err(HandshakeError::RoomFull);
         }
-        if self.config.mode == Mode::Echo {
-            return None;
+        if !self.budget.take_client(limits.max_clients) {
+            return Err(HandshakeError::ServerFull);
         }
-        match self.rooms.by_name(target) {
-            Some(room) if room.members().len() >= limits.max_room_clients => Some(HandshakeError::RoomFull),
-            None if self.rooms.len() >= limits.max_rooms => Some(HandshakeError::TooManyRooms),
-            _ => None,
+        let ip = self.get(conn).and_then(|c| c.peer).map(|a| a.ip());
+        let counted_ip = match (limits.max_clients_per_ip, ip) {
+            (Some(max), Some(ip)) if !self.budget.take_address(ip, max) => {
+                self.budget.give_client();
+                return Err(HandshakeError::TooManyFromAddress);
+            }
+            (Some(_), ip) => ip,
+            (None, _) => None,
+        };
+        if room == Some(None) && !self.budget.take_room(limits.max_rooms) {
+            self.budget.give_client();
+            counted_ip.inspect(|&ip| self.budget.give_address(ip));
+            return Err(HandshakeError::TooManyRooms);
         }
+        self.get_mut(conn).expect("a connection being admitted is live").counted_ip = counted_ip;
+        Ok(())
     }
 
     /// Adds `conn` to the room: it hears `self` and who is there, in one write
@@ -628,8 +768,11 @@ impl Relay {
         if let Some(r) = self.rooms.get(seat.room) {
             debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
         }
-        self.rooms.leave(seat);
-        let Some(room) = self.rooms.get(seat.room) else { return };
+        if self.rooms.leave(seat) {
+            self.budget.give_room();
+            return;
+        }
+        let room = self.rooms.get(seat.room).expect("a room that did not empty lives on");
         let mut others = mem::take(&mut self.recipients);
         others.clear();
         others.extend(room.members().iter().map(|m| m.conn));
@@ -833,7 +976,13 @@ impl Relay {
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
         match c.phase {
             Phase::Handshake { .. } => self.pending -= 1,
-            Phase::Open { .. } | Phase::Closing { .. } => self.open -= 1,
+            Phase::Open { .. } | Phase::Closing { .. } => {
+                self.open -= 1;
+                self.budget.give_client();
+                if let Some(ip) = c.counted_ip.take() {
+                    self.budget.give_address(ip);
+                }
+            }
             Phase::Done => return,
         }
         c.phase = Phase::Done;
@@ -875,6 +1024,9 @@ fn consume(slot: &mut Slot, n: usize, stats: &mut Stats) -> bool {
 fn conns_alive(conns: &Slab<Conn>, conn: ConnId) -> bool {
     conns.get(conn.index()).is_some_and(|c| c.id == conn)
 }
+
+/// The content type of `/metrics`: Prometheus' text format, version 0.0.4.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Why `c` ends if its transport does now; `None` if it already ended.
 fn ending_reason(c: &Conn) -> Option<CloseReason> {

@@ -73,16 +73,19 @@ impl Rooms {
         Seat { room: RoomKey(key), id }
     }
 
-    /// Removes the member at `seat`; the room goes when it empties.
-    pub(crate) fn leave(&mut self, seat: Seat) {
-        let Some(room) = self.rooms.get_mut(seat.room.0) else { return };
+    /// Removes the member at `seat`; the room goes when it empties, and then
+    /// this returns true.
+    pub(crate) fn leave(&mut self, seat: Seat) -> bool {
+        let room = self.rooms.get_mut(seat.room.0).expect("a seat's room lives while the seat is taken");
         if let Ok(i) = room.members.binary_search_by_key(&seat.id, |m| m.id) {
             room.members.remove(i);
         }
-        if room.members.is_empty() {
-            let room = self.rooms.remove(seat.room.0);
-            self.by_name.remove(&room.name);
+        if !room.members.is_empty() {
+            return false;
         }
+        let room = self.rooms.remove(seat.room.0);
+        self.by_name.remove(&room.name);
+        true
     }
 
     /// The room at `key`, if it still has members.

@@ -25,6 +25,8 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Bytes the driver reported written to clients.
     pub bytes_sent: u64,
+    /// Upgrades handed to the shard that serves their room.
+    pub handoffs: u64,
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
 }
@@ -43,6 +45,34 @@ impl Stats {
     /// Every status requests were refused with, and how often, lowest first.
     pub fn refusals(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
         Status::ALL.iter().map(|&s| (s.code(), self.refused[s as usize])).filter(|&(_, n)| n > 0)
+    }
+
+    /// Adds `other`'s counts to these: the totals of several shards.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            connections,
+            upgrades,
+            messages_received,
+            deliveries,
+            undeliverable,
+            dropped_slow_consumer,
+            bytes_received,
+            bytes_sent,
+            handoffs,
+            closes,
+            refused,
+        } = other;
+        self.connections += connections;
+        self.upgrades += upgrades;
+        self.messages_received += messages_received;
+        self.deliveries += deliveries;
+        self.undeliverable += undeliverable;
+        self.dropped_slow_consumer += dropped_slow_consumer;
+        self.bytes_received += bytes_received;
+        self.bytes_sent += bytes_sent;
+        self.handoffs += handoffs;
+        self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
+        self.refused.iter_mut().zip(refused).for_each(|(a, b)| *a += b);
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {

@@ -1,50 +1,27 @@
-//! The driver: one thread, one mio poll loop, connections in a slab. It moves
-//! bytes between sockets and the [`Relay`] core and does nothing else: every
-//! protocol decision, and every byte waiting to be written, is the core's.
-//!
-//! Each loop turn reads every readable socket (up to a budget, so one client
-//! cannot hold the loop) and feeds the core; then it writes, once, to every
-//! connection whose output changed or whose socket became writable again.
+//! The driver: one mio poll loop per shard, each on its own thread with its
+//! own core ([`Relay`](crate::Relay)), connections in a table by slot. A
+//! connection is accepted by whichever shard the kernel hands it to and, once
+//! its request names a room, moves with the bytes it sent to the shard that
+//! serves that room ([`shard_of`](crate::shard_of)): a room is always whole on
+//! one core, and shards share nothing per message. `--threads 1` is one shard,
+//! one socket, one thread.
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+mod listen;
+mod shard;
 
-use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
 
-use crate::{Action, CloseReason, Config, ConfigError, ConnId, Listener, Relay, MAX_DURATION};
-
-/// Special tokens sit at the top of the range, where slab keys never reach.
-const LISTENER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
-const METRICS_LISTENER: Token = Token(usize::MAX - 3);
-
-/// Bytes read from one socket per loop turn before the others get their turn.
-const READ_BUDGET: usize = 256 * 1024;
-
-/// How long to wait before accepting again after running out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// After the core closes a connection, how long the driver goes on writing
-/// what is queued for it and reading what the client still sends. Closing a
-/// socket with unread input sends a reset, which can destroy the response the
-/// client has not read yet (a 400, a refused upgrade, the tail of a page).
-const LINGER: Duration = Duration::from_secs(2);
-
-/// The most a closed client may still send while it lingers. Past it the
-/// socket is closed at once: a client that goes on pushing after the relay
-/// closed it (a flooder) gets no free ride through the relay.
-const LINGER_DISCARD: usize = 64 * 1024;
-
-/// After this long without reading or accepting anything, the relay is idle
-/// and gives memory freed by departed clients back to the system.
-const IDLE: Duration = Duration::from_secs(1);
+use crate::{Budget, Config, ConfigError, Relay, Shard as Place, MAX_DURATION};
+use shard::{Mailbox, Parts, Shard, WAKER};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -53,10 +30,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where to serve `/metrics` and `/healthz` alone, apart from the public port.
     pub metrics_listen: Option<SocketAddr>,
-    /// The core's configuration.
+    /// The core's configuration. Its `max_handshakes` is split evenly over
+    /// the shards; `max_clients`, `max_rooms` and `max_clients_per_ip` hold
+    /// for the process as a whole.
     pub relay: Config,
     /// After SIGTERM or SIGINT, how long to wait for clients to finish closing.
     pub drain_timeout: Duration,
+    /// Shards: threads, each with its own poll loop and core.
+    pub threads: usize,
 }
 
 /// Why the server cannot start.
@@ -85,538 +66,92 @@ impl From<io::Error> for StartError {
     }
 }
 
-/// A socket the core holds a connection for, kept at the connection's slot
-/// (`ConnId::index`), which is also its poll token: no lookup table between
-/// the two.
-struct Client {
-    stream: TcpStream,
-    conn: ConnId,
-    /// The peer shut its sending side, as epoll reported or a read of 0 showed:
-    /// from then on a short read no longer means the socket is drained.
-    read_closed: bool,
-    /// The read of 0 happened: nothing more will arrive.
-    eof: bool,
-    /// In this turn's list of sockets to write to.
-    flush_queued: bool,
-    /// Closed by the core: what it still holds is written until this deadline.
-    closing: Option<Instant>,
-    /// Bytes read and thrown away since the core closed it.
-    discarded: usize,
-}
-
-/// A socket the core is done with and that has had all its bytes: its write
-/// side is shut, and what the client still sends is read and discarded until
-/// its EOF or the deadline, so closing it sends a FIN, not a reset.
-struct Lingering {
-    stream: TcpStream,
-    deadline: Instant,
-    discarded: usize,
-}
-
-/// Where the poll tokens of lingering sockets start: far above any connection slot.
-const LINGER_BASE: usize = usize::MAX / 2;
-
-/// The listening relay.
+/// The listening relay: its shards, ready to run.
 pub struct Server {
-    poll: Poll,
-    listener: Option<TcpListener>,
-    metrics_listener: Option<TcpListener>,
-    signals: Signals,
-    relay: Relay,
-    /// By connection slot.
-    clients: Vec<Option<Client>>,
-    lingering: Slab<Lingering>,
-    /// Slots to write to this turn.
-    to_flush: Vec<usize>,
-    /// Slots that used their read budget and still have bytes waiting.
-    to_read: Vec<usize>,
-    /// The list being worked through while the next is gathered: swapped
-    /// with `to_flush` or `to_read`, so neither allocates after warm-up.
-    working: Vec<usize>,
-    /// Deadlines of closing clients and lingering sockets, in order (all are
-    /// `LINGER` from when they were set): a closing client by slot and
-    /// connection, a lingering socket by key.
-    deadlines: VecDeque<(Instant, Deadline)>,
-    buf: Box<[u8]>,
-    drain_timeout: Duration,
-    drain_deadline: Option<Instant>,
-    /// The time read at the top of this loop turn.
-    now: Instant,
-    /// When to try `accept` again after it failed for want of resources.
-    accept_retry: Option<Instant>,
-    /// When a socket was last read or accepted.
-    last_busy: Instant,
-    /// Clients left since memory was last given back.
-    left_since_trim: bool,
-}
-
-/// What a deadline in `Server::deadlines` is for.
-#[derive(Clone, Copy)]
-enum Deadline {
-    Closing(ConnId),
-    Lingering(usize),
+    shards: Vec<Shard>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
-    /// Checks the configuration, binds the listeners and installs the
-    /// SIGINT/SIGTERM handlers.
+    /// Checks the configuration, binds the listeners, makes the shards and
+    /// installs the SIGINT/SIGTERM handlers.
     pub fn bind(config: ServerConfig) -> Result<Self, StartError> {
         if config.drain_timeout.is_zero() || config.drain_timeout > MAX_DURATION {
             let e = ConfigError::DurationOutOfRange { name: "drain_timeout", value: config.drain_timeout };
             return Err(StartError::Config(e));
         }
-        let relay = Relay::new(config.relay).map_err(StartError::Config)?;
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let mut l = TcpListener::bind(addr)?;
-                poll.registry().register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
-                Some(l)
-            }
-            None => None,
-        };
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let now = Instant::now();
-        Ok(Self {
-            poll,
-            listener: Some(listener),
-            metrics_listener,
-            signals,
-            relay,
-            clients: Vec::new(),
-            lingering: Slab::new(),
-            to_flush: Vec::new(),
-            to_read: Vec::new(),
-            working: Vec::new(),
-            deadlines: VecDeque::new(),
-            buf: vec![0; 64 * 1024].into_boxed_slice(),
-            drain_timeout: config.drain_timeout,
-            drain_deadline: None,
-            now,
-            accept_retry: None,
-            last_busy: now,
-            left_since_trim: false,
-        })
+        let count = config.threads;
+        if count == 0 {
+            return Err(StartError::Config(ConfigError::Zero("threads")));
+        }
+        let mut relay = config.relay;
+        // Connections in their handshake arrive spread evenly over the shards'
+        // sockets, so each takes its share of the cap.
+        relay.capacity.max_handshakes = relay.capacity.max_handshakes.div_ceil(count);
+        relay.metrics_from_driver = count > 1;
+        let budget = Budget::new();
+        let relays = (0..count)
+            .map(|index| Relay::sharded(relay.clone(), Place { index, count }, budget.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Config)?;
+        let listeners = listen::bind(config.listen, count)?;
+        let addr = listeners[0].local_addr()?;
+        let mut metrics_listener = config.metrics_listen.map(TcpListener::bind).transpose()?;
+        let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let mut signals = Some(Signals::new([SIGINT, SIGTERM])?);
+        let polls = (0..count).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
+        let mut inboxes = Vec::with_capacity(count);
+        let mut mailboxes = Vec::with_capacity(count);
+        for poll in &polls {
+            let (tx, rx) = mpsc::channel();
+            inboxes.push(rx);
+            mailboxes.push(Mailbox { tx, waker: Arc::new(Waker::new(poll.registry(), WAKER)?) });
+        }
+        let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let shards = (polls.into_iter().zip(listeners).zip(relays).zip(inboxes).enumerate())
+            .map(|(index, (((poll, listener), relay), inbox))| {
+                Shard::new(Parts {
+                    index,
+                    poll,
+                    listener,
+                    // The operator's port and the signals belong to the first shard.
+                    metrics_listener: metrics_listener.take(),
+                    signals: signals.take(),
+                    relay,
+                    mailboxes: mailboxes.clone(),
+                    inbox,
+                    drain_timeout: config.drain_timeout,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self { shards, addr, metrics_addr })
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.listener {
-            Some(l) => l.local_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, "listener closed")),
-        }
+    /// The address the listeners are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The address of the separate metrics listener, if there is one.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_addr
     }
 
-    /// Serves until a signal asks it to stop and the clients have drained.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        loop {
-            // Measured from the last turn's clock read: a wait ends late by at most that turn's work.
-            let timeout = self.poll_timeout(self.now);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            // The one clock read of the turn: every input below carries this time.
-            let now = Instant::now();
-            self.now = now;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(Listener::Public, now),
-                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
-                    SIGNALS => {
-                        if self.signals.pending().next().is_some() {
-                            if self.drain_deadline.is_some() {
-                                info!("second signal: exiting now; totals: {}", self.relay.stats());
-                                return Ok(());
-                            }
-                            self.begin_shutdown(now);
-                        }
-                    }
-                    Token(t) if t >= LINGER_BASE => self.discard(t - LINGER_BASE),
-                    Token(slot) => {
-                        if let Some(Some(client)) = self.clients.get_mut(slot) {
-                            client.read_closed |= event.is_read_closed();
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(slot, now);
-                        }
-                        if event.is_writable() {
-                            self.mark_flush(slot);
-                        }
-                    }
-                }
-            }
-            if self.accept_retry.is_some_and(|at| now >= at) {
-                self.accept(Listener::Public, now);
-                self.accept(Listener::Metrics, now);
-            }
-            std::mem::swap(&mut self.to_read, &mut self.working);
-            for i in 0..self.working.len() {
-                self.read(self.working[i], now);
-            }
-            self.working.clear();
-            self.relay.handle_timeout(now);
-            self.apply();
-            self.flush(now);
-            self.expire(now);
-            self.trim_when_idle(now);
-            // A second clock read, so `/metrics` shows how long turns take.
-            self.relay.record_loop_turn(now.elapsed());
-            if let Some(deadline) = self.drain_deadline {
-                let open = self.clients.iter().flatten().count() + self.lingering.len();
-                if open == 0 || now >= deadline {
-                    info!("shut down with {open} connections left; totals: {}", self.relay.stats());
-                    return Ok(());
-                }
-            }
+    /// Serves until a signal asks it to stop and every shard's clients have
+    /// drained. The first shard runs on the calling thread.
+    pub fn run(self) -> io::Result<()> {
+        let mut shards = self.shards.into_iter();
+        let first = shards.next().expect("a server has at least one shard");
+        let others = shards
+            .enumerate()
+            .map(|(i, shard)| std::thread::Builder::new().name(format!("shard-{}", i + 1)).spawn(move || shard.run()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut result = first.run();
+        for handle in others {
+            let ended = handle.join().unwrap_or_else(|_| Err(io::Error::other("a shard panicked")));
+            result = result.and(ended);
         }
-    }
-
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.to_read.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        let lingering = self.deadlines.front().map(|&(at, _)| at);
-        let trim = self.left_since_trim.then(|| self.last_busy + IDLE);
-        let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering, trim]
-            .into_iter()
-            .flatten()
-            .min();
-        // Round up so we never wake a hair early and spin once for nothing.
-        next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        info!("shutting down: closing {} connections", self.relay.connections());
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        // Nothing waits to be accepted on a closed listener.
-        self.accept_retry = None;
-        self.drain_deadline = Some(now + self.drain_timeout);
-        self.relay.shutdown(now);
-        self.apply();
-    }
-
-    fn accept(&mut self, which: Listener, now: Instant) {
-        loop {
-            let listener = match which {
-                Listener::Public => &self.listener,
-                _ => &self.metrics_listener,
-            };
-            let Some(listener) = listener else {
-                return;
-            };
-            let (mut stream, addr) = match listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors or memory: the waiting connection stays queued, and with
-                    // edge-triggered events nothing would wake us for it, so retry on a timer.
-                    // Clients already connected are served meanwhile.
-                    if self.accept_retry.is_none() {
-                        warn!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
-                    }
-                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-            };
-            self.last_busy = now;
-            if self.accept_retry.take().is_some() {
-                info!("accepting again");
-            }
-            if let Err(e) = stream.set_nodelay(true) {
-                debug!("{addr}: TCP_NODELAY: {e}");
-            }
-            let conn = self.relay.handle_connect_on(which, now);
-            let slot = conn.index();
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), interest) {
-                warn!("{addr}: register failed: {e}");
-                self.relay.handle_close(conn, now);
-                self.apply();
-                continue;
-            }
-            if self.clients.len() <= slot {
-                self.clients.resize_with(slot + 1, || None);
-            }
-            let previous = self.clients[slot].replace(Client {
-                stream,
-                conn,
-                read_closed: false,
-                eof: false,
-                flush_queued: false,
-                closing: None,
-                discarded: 0,
-            });
-            assert!(previous.is_none(), "the core reuses a slot only after the driver let its socket go");
-            debug!("{conn} connected from {addr}");
-            self.apply();
-        }
-    }
-
-    /// Reads until the socket is drained or the budget is spent.
-    fn read(&mut self, slot: usize, now: Instant) {
-        let mut budget = READ_BUDGET;
-        loop {
-            let Some(Some(client)) = self.clients.get_mut(slot) else { return };
-            if client.eof {
-                return;
-            }
-            self.last_busy = now;
-            let (conn, closing) = (client.conn, client.closing.is_some());
-            let n = match client.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    client.eof = true;
-                    client.read_closed = true;
-                    if !closing {
-                        // The core keeps what is queued for it: a half-closed client still reads.
-                        self.relay.handle_eof(conn, now);
-                        self.apply();
-                    }
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("{conn} read error: {e}");
-                    self.remove(slot);
-                    self.relay.handle_close(conn, now);
-                    return self.apply();
-                }
-            };
-            if closing {
-                // A closed client's input is read only to be discarded, and only so much.
-                client.discarded += n;
-                if client.discarded > LINGER_DISCARD {
-                    self.remove(slot);
-                    self.relay.handle_close(conn, now);
-                    return self.apply();
-                }
-            } else {
-                self.relay.handle_read(conn, &self.buf[..n], now);
-                self.apply();
-            }
-            budget = budget.saturating_sub(n);
-            if budget == 0 {
-                self.to_read.push(slot);
-                return;
-            }
-            // A short read from a stream socket means it is drained (epoll(7)),
-            // unless the peer also shut its side, which only a 0 read reports.
-            let read_closed = matches!(self.clients.get(slot), Some(Some(c)) if c.read_closed);
-            if n < self.buf.len() && !read_closed {
-                return;
-            }
-        }
-    }
-
-    /// Reads and throws away what a lingering socket's client still sends,
-    /// dropping the socket at its EOF or once it has sent too much.
-    fn discard(&mut self, key: usize) {
-        loop {
-            let Some(l) = self.lingering.get_mut(key) else { return };
-            match l.stream.read(&mut self.buf) {
-                Ok(n) if n > 0 && l.discarded + n <= LINGER_DISCARD => l.discarded += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // EOF (the client is done too), an error, or a client pushing on regardless.
-                _ => return self.drop_lingering(key),
-            }
-        }
-    }
-
-    /// Carries out the core's actions.
-    fn apply(&mut self) {
-        while let Some(action) = self.relay.poll_action() {
-            match action {
-                Action::Close { conn, reason } => {
-                    let Some(slot) = self.slot_of(conn) else { continue };
-                    if reason == CloseReason::SlowConsumer {
-                        // It is not reading: nothing queued for it would get through.
-                        self.remove(slot);
-                        continue;
-                    }
-                    if self.relay.pending(conn).is_empty() {
-                        // Nothing left to write, and the core has let the slot go already.
-                        self.finish_off(slot, self.now);
-                        continue;
-                    }
-                    let deadline = self.now + LINGER;
-                    if let Some(Some(client)) = self.clients.get_mut(slot) {
-                        client.closing = Some(deadline);
-                    }
-                    self.deadlines.push_back((deadline, Deadline::Closing(conn)));
-                    // To write what is left, then shut the write side.
-                    self.mark_flush(slot);
-                }
-            }
-        }
-    }
-
-    /// One write per client whose socket became writable again or whose
-    /// output changed this turn.
-    fn flush(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        loop {
-            std::mem::swap(&mut self.to_flush, &mut self.working);
-            for i in 0..self.working.len() {
-                let slot = self.working[i];
-                if let Some(Some(client)) = self.clients.get_mut(slot) {
-                    client.flush_queued = false;
-                    self.write(slot, now, &mut failed);
-                }
-            }
-            self.working.clear();
-            while let Some(conn) = self.relay.poll_transmit() {
-                self.write(conn.index(), now, &mut failed);
-            }
-            if failed.is_empty() {
-                return;
-            }
-            // The peers of a dead client hear its quit in this same turn.
-            for slot in failed.drain(..) {
-                if let Some(conn) = self.remove(slot) {
-                    self.relay.handle_close(conn, now);
-                }
-            }
-            self.apply();
-        }
-    }
-
-    /// Writes what the core holds for the client at `slot`, in one call.
-    #[inline]
-    fn write(&mut self, slot: usize, now: Instant, failed: &mut Vec<usize>) {
-        let Some(Some(client)) = self.clients.get_mut(slot) else { return };
-        match self.relay.write_to(client.conn, &mut client.stream) {
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(e) => {
-                debug!("{} write error: {e}", client.conn);
-                return failed.push(slot);
-            }
-        }
-        if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
-            self.finish_off(slot, now);
-        }
-    }
-
-    /// A closed client has had all its bytes: the FIN follows the last one,
-    /// and its socket lingers until the client's own FIN.
-    fn finish_off(&mut self, slot: usize, now: Instant) {
-        let Some(client) = self.clients.get_mut(slot).and_then(Option::take) else { return };
-        let Client { mut stream, eof, discarded, .. } = client;
-        let _ = stream.shutdown(Shutdown::Write);
-        self.left_since_trim = true;
-        if eof {
-            let _ = self.poll.registry().deregister(&mut stream);
-            return;
-        }
-        let entry = self.lingering.vacant_entry();
-        let key = entry.key();
-        let interest = Interest::READABLE;
-        if self.poll.registry().reregister(&mut stream, Token(LINGER_BASE + key), interest).is_err() {
-            let _ = self.poll.registry().deregister(&mut stream);
-            return;
-        }
-        let deadline = now + LINGER;
-        entry.insert(Lingering { stream, deadline, discarded });
-        self.deadlines.push_back((deadline, Deadline::Lingering(key)));
-        // What arrived before it moved is read now; later bytes bring an event.
-        self.discard(key);
-    }
-
-    /// Drops closed clients and lingering sockets whose time is up.
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(at, what)) = self.deadlines.front() {
-            if at > now {
-                return;
-            }
-            self.deadlines.pop_front();
-            match what {
-                // Only its own deadline counts: the slot or key may have been reused since.
-                Deadline::Closing(conn) => {
-                    let Some(slot) = self.slot_of(conn) else { continue };
-                    if matches!(&self.clients[slot], Some(c) if c.closing == Some(at)) {
-                        self.remove(slot);
-                        // Whatever it did not read is dropped with it.
-                        self.relay.handle_close(conn, now);
-                        self.apply();
-                    }
-                }
-                Deadline::Lingering(key) => {
-                    if self.lingering.get(key).is_some_and(|l| l.deadline == at) {
-                        self.drop_lingering(key);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Once the relay has been idle for a while after clients left, gives
-    /// the memory they used back to the system: the allocator would
-    /// otherwise keep it for reuse, and RSS would stay at its high-water mark.
-    fn trim_when_idle(&mut self, now: Instant) {
-        if !self.left_since_trim || now < self.last_busy + IDLE {
-            return;
-        }
-        self.left_since_trim = false;
-        self.relay.shrink_to_fit();
-        let used = self.clients.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
-        self.clients.truncate(used);
-        self.clients.shrink_to_fit();
-        self.lingering.shrink_to_fit();
-        self.deadlines.shrink_to_fit();
-        release_free_memory();
-    }
-
-    /// Closes a client's socket; returns its connection.
-    fn remove(&mut self, slot: usize) -> Option<ConnId> {
-        let mut client = self.clients.get_mut(slot)?.take()?;
-        let _ = self.poll.registry().deregister(&mut client.stream);
-        self.left_since_trim = true;
-        Some(client.conn)
-    }
-
-    fn drop_lingering(&mut self, key: usize) {
-        if let Some(mut l) = self.lingering.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut l.stream);
-        }
-    }
-
-    fn mark_flush(&mut self, slot: usize) {
-        if let Some(Some(client)) = self.clients.get_mut(slot) {
-            if !std::mem::replace(&mut client.flush_queued, true) {
-                self.to_flush.push(slot);
-            }
-        }
-    }
-
-    /// The slot of `conn`'s socket, while the socket is `conn`'s.
-    fn slot_of(&self, conn: ConnId) -> Option<usize> {
-        matches!(self.clients.get(conn.index()), Some(Some(c)) if c.conn == conn).then_some(conn.index())
-    }
-}
-
-/// Returns the allocator's free pages to the system (glibc keeps them).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
-    // safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
+        result
     }
 }

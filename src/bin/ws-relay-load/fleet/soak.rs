@@ -89,7 +89,8 @@ pub struct SoakReport {
     pub lag_held: u64,
     /// Large-message senders the relay closed.
     pub crowd_closed: usize,
-    /// Message memory the relay held while the crowd idled, from `/metrics`.
+    /// Message memory the relay held for the crowd while it idled: from
+    /// `/metrics`, over what it held before the crowd came.
     pub crowd_input_buffers: u64,
 }
 
@@ -111,7 +112,7 @@ impl Fleet {
         let lagger = self.connect_as(lag_room, false, Behaviour::Lagger, true)?;
         self.clients[lagger].read_budget = Some(0);
         let (mut streamed, mut streamed_bytes) = (0u64, 0usize);
-        let (mut lag_held, mut crowd_input) = (0u64, 0u64);
+        let (mut lag_held, mut crowd_input, mut crowd_baseline) = (0u64, 0u64, 0u64);
         let mut crowd: Vec<usize> = Vec::new();
         let crowd_at = Instant::now() + plan.duration / 3;
         // Each misbehaving slot: its client (none while it waits to come back), room, kind, and when it returns.
@@ -136,6 +137,8 @@ impl Fleet {
             c.read_budget = Some(streamed_bytes.saturating_sub(plan.lag).saturating_sub(c.read_total));
             self.read(lagger, None);
             if crowd.is_empty() && now >= crowd_at {
+                // What everyone else holds, so the crowd's share can be told apart.
+                crowd_baseline = scrape(self.addr).ok_or("no /metrics from the relay")?.input_buffers as u64;
                 for i in 0..plan.crowd {
                     let key = self.connect_as(lag_room + 1 + i % 10, false, Behaviour::BigSender, true)?;
                     self.clients[key].next_act = Some(now);
@@ -176,7 +179,7 @@ impl Fleet {
                 lag_held = lag_held.max(gauges.pending as u64);
                 // Once the crowd has sent and idled a second, what it holds is what idle clients keep.
                 if now >= crowd_at + Duration::from_secs(2) {
-                    crowd_input = crowd_input.max(gauges.input_buffers as u64);
+                    crowd_input = crowd_input.max((gauges.input_buffers as u64).saturating_sub(crowd_baseline));
                 }
             }
             self.turn(Some(next.saturating_duration_since(now).min(Duration::from_millis(5))), None)?;

@@ -1,0 +1,699 @@
+//! One shard: a thread with its own mio poll loop and its own core
+//! ([`Relay`]), serving whole rooms. It moves bytes between sockets and the
+//! core and does nothing else: every protocol decision, and every byte
+//! waiting to be written, is the core's. Shards share nothing on the message
+//! path; they talk through mailboxes only to hand over a connection whose
+//! room another shard serves, to gather `/metrics`, and to shut down.
+//!
+//! Each loop turn reads every readable socket (up to a budget, so one client
+//! cannot hold the loop) and feeds the core; then it writes, once, to every
+//! connection whose output changed or whose socket became writable again.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::{render_metrics, Action, CloseReason, ConnId, Listener, Relay, Snapshot};
+
+/// Special tokens sit at the top of the range, where slots never reach.
+pub(super) const WAKER: Token = Token(usize::MAX);
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+const METRICS_LISTENER: Token = Token(usize::MAX - 3);
+
+/// Bytes read from one socket per loop turn before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// How long to wait before accepting again after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After the core closes a connection, how long the driver goes on writing
+/// what is queued for it and reading what the client still sends. Closing a
+/// socket with unread input sends a reset, which can destroy the response the
+/// client has not read yet (a 400, a refused upgrade, the tail of a page).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The most a closed client may still send while it lingers. Past it the
+/// socket is closed at once: a client that goes on pushing after the relay
+/// closed it (a flooder) gets no free ride through the relay.
+const LINGER_DISCARD: usize = 64 * 1024;
+
+/// After this long without reading or accepting anything, the shard is idle
+/// and gives memory freed by departed clients back to the system.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// What one shard asks of another. None of it is per message: a connection
+/// changes hands once, `/metrics` is gathered once per scrape.
+pub(super) enum Command {
+    /// Serve this connection: its room is yours. `bytes` is all it sent.
+    Adopt { stream: TcpStream, listener: Listener, peer: Option<SocketAddr>, bytes: Vec<u8> },
+    /// Send shard `from` a snapshot of your counters for its scrape on `conn`.
+    Snapshot { from: usize, conn: ConnId },
+    /// Your snapshot for the scrape on `conn`.
+    SnapshotReply { conn: ConnId, snapshot: Box<Snapshot> },
+    /// Stop: close every client and exit once they are gone.
+    Shutdown,
+}
+
+/// Where to send a shard a command, and how to wake it for it.
+pub(super) struct Mailbox {
+    pub(super) tx: Sender<Command>,
+    pub(super) waker: Arc<Waker>,
+}
+
+/// A socket the core holds a connection for, kept at the connection's slot
+/// (`ConnId::index`), which is also its poll token: no lookup table between
+/// the two.
+struct Client {
+    stream: TcpStream,
+    conn: ConnId,
+    /// The socket it came in on, and its peer: what a handoff carries along.
+    listener: Listener,
+    peer: Option<SocketAddr>,
+    /// The peer shut its sending side, as epoll reported or a read of 0 showed:
+    /// from then on a short read no longer means the socket is drained.
+    read_closed: bool,
+    /// The read of 0 happened: nothing more will arrive.
+    eof: bool,
+    /// In this turn's list of sockets to write to.
+    flush_queued: bool,
+    /// Closed by the core: what it still holds is written until this deadline.
+    closing: Option<Instant>,
+    /// Bytes read and thrown away since the core closed it.
+    discarded: usize,
+}
+
+/// A socket the core is done with and that has had all its bytes: its write
+/// side is shut, and what the client still sends is read and discarded until
+/// its EOF or the deadline, so closing it sends a FIN, not a reset.
+struct Lingering {
+    stream: TcpStream,
+    deadline: Instant,
+    discarded: usize,
+}
+
+/// Where the poll tokens of lingering sockets start: far above any connection slot.
+const LINGER_BASE: usize = usize::MAX / 2;
+
+/// One shard's loop and everything it owns.
+pub(super) struct Shard {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    /// The operator's port: the first shard's alone.
+    metrics_listener: Option<TcpListener>,
+    /// SIGINT and SIGTERM: the first shard's alone, which tells the others.
+    signals: Option<Signals>,
+    relay: Relay,
+    /// Every shard's mailbox, this one's included.
+    mailboxes: Arc<[Mailbox]>,
+    inbox: Receiver<Command>,
+    /// Scrapes waiting for the other shards' snapshots.
+    scrapes: Vec<(ConnId, Vec<Snapshot>)>,
+    /// By connection slot.
+    clients: Vec<Option<Client>>,
+    lingering: Slab<Lingering>,
+    /// Slots to write to this turn.
+    to_flush: Vec<usize>,
+    /// Slots that used their read budget and still have bytes waiting.
+    to_read: Vec<usize>,
+    /// The list being worked through while the next is gathered: swapped
+    /// with `to_flush` or `to_read`, so neither allocates after warm-up.
+    working: Vec<usize>,
+    /// Deadlines of closing clients and lingering sockets, in order (all are
+    /// `LINGER` from when they were set): a closing client by slot and
+    /// connection, a lingering socket by key.
+    deadlines: VecDeque<(Instant, Deadline)>,
+    buf: Box<[u8]>,
+    drain_timeout: Duration,
+    drain_deadline: Option<Instant>,
+    /// The time read at the top of this loop turn.
+    now: Instant,
+    /// When to try `accept` again after it failed for want of resources.
+    accept_retry: Option<Instant>,
+    /// When a socket was last read or accepted.
+    last_busy: Instant,
+    /// Clients left since memory was last given back.
+    left_since_trim: bool,
+}
+
+/// What a shard starts with.
+pub(super) struct Parts {
+    pub(super) index: usize,
+    pub(super) poll: Poll,
+    pub(super) listener: TcpListener,
+    pub(super) metrics_listener: Option<TcpListener>,
+    pub(super) signals: Option<Signals>,
+    pub(super) relay: Relay,
+    pub(super) mailboxes: Arc<[Mailbox]>,
+    pub(super) inbox: Receiver<Command>,
+    pub(super) drain_timeout: Duration,
+}
+
+/// What a deadline in `Shard::deadlines` is for.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Closing(ConnId),
+    Lingering(usize),
+}
+
+impl Shard {
+    /// Registers the listeners and signals with the shard's poll.
+    pub(super) fn new(parts: Parts) -> io::Result<Self> {
+        let Parts {
+            index,
+            poll,
+            mut listener,
+            mut metrics_listener,
+            mut signals,
+            relay,
+            mailboxes,
+            inbox,
+            drain_timeout,
+        } = parts;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(l) = &mut metrics_listener {
+            poll.registry().register(l, METRICS_LISTENER, Interest::READABLE)?;
+        }
+        if let Some(s) = &mut signals {
+            poll.registry().register(s, SIGNALS, Interest::READABLE)?;
+        }
+        let now = Instant::now();
+        Ok(Self {
+            index,
+            poll,
+            listener: Some(listener),
+            metrics_listener,
+            signals,
+            relay,
+            mailboxes,
+            inbox,
+            scrapes: Vec::new(),
+            clients: Vec::new(),
+            lingering: Slab::new(),
+            to_flush: Vec::new(),
+            to_read: Vec::new(),
+            working: Vec::new(),
+            deadlines: VecDeque::new(),
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            drain_timeout,
+            drain_deadline: None,
+            now,
+            accept_retry: None,
+            last_busy: now,
+            left_since_trim: false,
+        })
+    }
+
+    /// Serves until it is told to stop and its clients have drained.
+    pub(super) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            // Measured from the last turn's clock read: a wait ends late by at most that turn's work.
+            let timeout = self.poll_timeout(self.now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // The one clock read of the turn: every input below carries this time.
+            let now = Instant::now();
+            self.now = now;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(Listener::Public, now),
+                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
+                    SIGNALS => {
+                        if self.signals.as_mut().is_some_and(|s| s.pending().next().is_some()) {
+                            if self.drain_deadline.is_some() {
+                                info!("second signal: exiting now; totals: {}", self.relay.stats());
+                                std::process::exit(0);
+                            }
+                            // Every shard, this one too, through its mailbox.
+                            for shard in 0..self.mailboxes.len() {
+                                self.send(shard, Command::Shutdown);
+                            }
+                        }
+                    }
+                    WAKER => self.read_mailbox(now),
+                    Token(t) if t >= LINGER_BASE => self.discard(t - LINGER_BASE),
+                    Token(slot) => {
+                        if let Some(Some(client)) = self.clients.get_mut(slot) {
+                            client.read_closed |= event.is_read_closed();
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(slot, now);
+                        }
+                        if event.is_writable() {
+                            self.mark_flush(slot);
+                        }
+                    }
+                }
+            }
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept(Listener::Public, now);
+                self.accept(Listener::Metrics, now);
+            }
+            std::mem::swap(&mut self.to_read, &mut self.working);
+            for i in 0..self.working.len() {
+                self.read(self.working[i], now);
+            }
+            self.working.clear();
+            self.relay.handle_timeout(now);
+            self.apply();
+            self.flush(now);
+            self.expire(now);
+            self.trim_when_idle(now);
+            // A second clock read, so `/metrics` shows how long turns take.
+            self.relay.record_loop_turn(now.elapsed());
+            if let Some(deadline) = self.drain_deadline {
+                let open = self.clients.iter().flatten().count() + self.lingering.len();
+                if open == 0 || now >= deadline {
+                    let shard = self.index;
+                    info!("shard {shard} shut down with {open} connections left; totals: {}", self.relay.stats());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.to_read.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let lingering = self.deadlines.front().map(|&(at, _)| at);
+        let trim = self.left_since_trim.then(|| self.last_busy + IDLE);
+        let next = [self.relay.poll_timeout(), self.drain_deadline, self.accept_retry, lingering, trim]
+            .into_iter()
+            .flatten()
+            .min();
+        // Round up so we never wake a hair early and spin once for nothing.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_micros(100))
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        info!("shard {} shutting down: closing {} connections", self.index, self.relay.connections());
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // Nothing waits to be accepted on a closed listener.
+        self.accept_retry = None;
+        self.drain_deadline = Some(now + self.drain_timeout);
+        self.relay.shutdown(now);
+        self.apply();
+    }
+
+    fn accept(&mut self, which: Listener, now: Instant) {
+        loop {
+            let listener = match which {
+                Listener::Public => &self.listener,
+                _ => &self.metrics_listener,
+            };
+            let Some(listener) = listener else {
+                return;
+            };
+            let (stream, addr) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: the waiting connection stays queued, and with
+                    // edge-triggered events nothing would wake us for it, so retry on a timer.
+                    // Clients already connected are served meanwhile.
+                    if self.accept_retry.is_none() {
+                        warn!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    }
+                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            self.last_busy = now;
+            if self.accept_retry.take().is_some() {
+                info!("accepting again");
+            }
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!("{addr}: TCP_NODELAY: {e}");
+            }
+            let conn = self.relay.handle_connect_on(which, Some(addr), now);
+            debug!("{conn} connected from {addr}");
+            self.adopt(conn, stream, which, Some(addr), now);
+            self.apply();
+        }
+    }
+
+    /// Registers `stream` as the socket of the core's connection `conn`.
+    fn adopt(
+        &mut self,
+        conn: ConnId,
+        mut stream: TcpStream,
+        listener: Listener,
+        peer: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        let slot = conn.index();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), interest) {
+            warn!("{conn}: register failed: {e}");
+            self.relay.handle_close(conn, now);
+            return;
+        }
+        if self.clients.len() <= slot {
+            self.clients.resize_with(slot + 1, || None);
+        }
+        let client = Client {
+            stream,
+            conn,
+            listener,
+            peer,
+            read_closed: false,
+            eof: false,
+            flush_queued: false,
+            closing: None,
+            discarded: 0,
+        };
+        let previous = self.clients[slot].replace(client);
+        assert!(previous.is_none(), "the core reuses a slot only after the driver let its socket go");
+    }
+
+    /// Carries out what other shards asked.
+    fn read_mailbox(&mut self, now: Instant) {
+        while let Ok(command) = self.inbox.try_recv() {
+            match command {
+                Command::Adopt { stream, listener, peer, bytes } => {
+                    let conn = self.relay.handle_handoff(listener, peer, now);
+                    self.adopt(conn, stream, listener, peer, now);
+                    // Bytes that came after these are still in the socket, and registering
+                    // it reported them: they are read in this turn, after these.
+                    self.relay.handle_read(conn, &bytes, now);
+                    self.last_busy = now;
+                }
+                Command::Snapshot { from, conn } => {
+                    let snapshot = self.relay.snapshot();
+                    self.send(from, Command::SnapshotReply { conn, snapshot: Box::new(snapshot) });
+                }
+                Command::SnapshotReply { conn, snapshot } => {
+                    let Some(at) = self.scrapes.iter().position(|(c, _)| *c == conn) else { continue };
+                    self.scrapes[at].1.push(*snapshot);
+                    if self.scrapes[at].1.len() == self.mailboxes.len() {
+                        let (conn, mut snapshots) = self.scrapes.swap_remove(at);
+                        snapshots.sort_by_key(Snapshot::shard);
+                        let mut page = Vec::with_capacity(8192);
+                        render_metrics(&snapshots, &mut page);
+                        self.relay.handle_metrics(conn, &page);
+                    }
+                }
+                Command::Shutdown => self.begin_shutdown(now),
+            }
+            self.apply();
+        }
+    }
+
+    /// Hands `command` to shard `shard` and wakes it. A shard that has
+    /// already exited (a late handoff during shutdown) drops it.
+    fn send(&self, shard: usize, command: Command) {
+        let mailbox = &self.mailboxes[shard];
+        if mailbox.tx.send(command).is_ok() {
+            let _ = mailbox.waker.wake();
+        }
+    }
+
+    /// Reads until the socket is drained or the budget is spent.
+    fn read(&mut self, slot: usize, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(Some(client)) = self.clients.get_mut(slot) else { return };
+            if client.eof {
+                return;
+            }
+            self.last_busy = now;
+            let (conn, closing) = (client.conn, client.closing.is_some());
+            let n = match client.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    client.eof = true;
+                    client.read_closed = true;
+                    if !closing {
+                        // The core keeps what is queued for it: a half-closed client still reads.
+                        self.relay.handle_eof(conn, now);
+                        self.apply();
+                    }
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{conn} read error: {e}");
+                    self.remove(slot);
+                    self.relay.handle_close(conn, now);
+                    return self.apply();
+                }
+            };
+            if closing {
+                // A closed client's input is read only to be discarded, and only so much.
+                client.discarded += n;
+                if client.discarded > LINGER_DISCARD {
+                    self.remove(slot);
+                    self.relay.handle_close(conn, now);
+                    return self.apply();
+                }
+            } else {
+                self.relay.handle_read(conn, &self.buf[..n], now);
+                self.apply();
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.to_read.push(slot);
+                return;
+            }
+            // A short read from a stream socket means it is drained (epoll(7)),
+            // unless the peer also shut its side, which only a 0 read reports.
+            let read_closed = matches!(self.clients.get(slot), Some(Some(c)) if c.read_closed);
+            if n < self.buf.len() && !read_closed {
+                return;
+            }
+        }
+    }
+
+    /// Reads and throws away what a lingering socket's client still sends,
+    /// dropping the socket at its EOF or once it has sent too much.
+    fn discard(&mut self, key: usize) {
+        loop {
+            let Some(l) = self.lingering.get_mut(key) else { return };
+            match l.stream.read(&mut self.buf) {
+                Ok(n) if n > 0 && l.discarded + n <= LINGER_DISCARD => l.discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EOF (the client is done too), an error, or a client pushing on regardless.
+                _ => return self.drop_lingering(key),
+            }
+        }
+    }
+
+    /// Carries out the core's actions.
+    fn apply(&mut self) {
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                Action::Handoff { conn, shard, bytes } => {
+                    let Some(mut client) = self.slot_of(conn).and_then(|slot| self.clients[slot].take()) else {
+                        continue;
+                    };
+                    let _ = self.poll.registry().deregister(&mut client.stream);
+                    let (stream, listener, peer) = (client.stream, client.listener, client.peer);
+                    self.send(shard, Command::Adopt { stream, listener, peer, bytes });
+                }
+                Action::Metrics { conn } => {
+                    self.scrapes.push((conn, vec![self.relay.snapshot()]));
+                    for shard in (0..self.mailboxes.len()).filter(|&s| s != self.index) {
+                        self.send(shard, Command::Snapshot { from: self.index, conn });
+                    }
+                }
+                Action::Close { conn, reason } => {
+                    let Some(slot) = self.slot_of(conn) else { continue };
+                    if reason == CloseReason::SlowConsumer {
+                        // It is not reading: nothing queued for it would get through.
+                        self.remove(slot);
+                        continue;
+                    }
+                    if self.relay.pending(conn).is_empty() {
+                        // Nothing left to write, and the core has let the slot go already.
+                        self.finish_off(slot, self.now);
+                        continue;
+                    }
+                    let deadline = self.now + LINGER;
+                    if let Some(Some(client)) = self.clients.get_mut(slot) {
+                        client.closing = Some(deadline);
+                    }
+                    self.deadlines.push_back((deadline, Deadline::Closing(conn)));
+                    // To write what is left, then shut the write side.
+                    self.mark_flush(slot);
+                }
+            }
+        }
+    }
+
+    /// One write per client whose socket became writable again or whose
+    /// output changed this turn.
+    fn flush(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        loop {
+            std::mem::swap(&mut self.to_flush, &mut self.working);
+            for i in 0..self.working.len() {
+                let slot = self.working[i];
+                if let Some(Some(client)) = self.clients.get_mut(slot) {
+                    client.flush_queued = false;
+                    self.write(slot, now, &mut failed);
+                }
+            }
+            self.working.clear();
+            while let Some(conn) = self.relay.poll_transmit() {
+                self.write(conn.index(), now, &mut failed);
+            }
+            if failed.is_empty() {
+                return;
+            }
+            // The peers of a dead client hear its quit in this same turn.
+            for slot in failed.drain(..) {
+                if let Some(conn) = self.remove(slot) {
+                    self.relay.handle_close(conn, now);
+                }
+            }
+            self.apply();
+        }
+    }
+
+    /// Writes what the core holds for the client at `slot`, in one call.
+    #[inline]
+    fn write(&mut self, slot: usize, now: Instant, failed: &mut Vec<usize>) {
+        let Some(Some(client)) = self.clients.get_mut(slot) else { return };
+        match self.relay.write_to(client.conn, &mut client.stream) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                debug!("{} write error: {e}", client.conn);
+                return failed.push(slot);
+            }
+        }
+        if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
+            self.finish_off(slot, now);
+        }
+    }
+
+    /// A closed client has had all its bytes: the FIN follows the last one,
+    /// and its socket lingers until the client's own FIN.
+    fn finish_off(&mut self, slot: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::take) else { return };
+        let Client { mut stream, eof, discarded, .. } = client;
+        let _ = stream.shutdown(Shutdown::Write);
+        self.left_since_trim = true;
+        if eof {
+            let _ = self.poll.registry().deregister(&mut stream);
+            return;
+        }
+        let entry = self.lingering.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE;
+        if self.poll.registry().reregister(&mut stream, Token(LINGER_BASE + key), interest).is_err() {
+            let _ = self.poll.registry().deregister(&mut stream);
+            return;
+        }
+        let deadline = now + LINGER;
+        entry.insert(Lingering { stream, deadline, discarded });
+        self.deadlines.push_back((deadline, Deadline::Lingering(key)));
+        // What arrived before it moved is read now; later bytes bring an event.
+        self.discard(key);
+    }
+
+    /// Drops closed clients and lingering sockets whose time is up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, what)) = self.deadlines.front() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            match what {
+                // Only its own deadline counts: the slot or key may have been reused since.
+                Deadline::Closing(conn) => {
+                    let Some(slot) = self.slot_of(conn) else { continue };
+                    if matches!(&self.clients[slot], Some(c) if c.closing == Some(at)) {
+                        self.remove(slot);
+                        // Whatever it did not read is dropped with it.
+                        self.relay.handle_close(conn, now);
+                        self.apply();
+                    }
+                }
+                Deadline::Lingering(key) => {
+                    if self.lingering.get(key).is_some_and(|l| l.deadline == at) {
+                        self.drop_lingering(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once the relay has been idle for a while after clients left, gives
+    /// the memory they used back to the system: the allocator would
+    /// otherwise keep it for reuse, and RSS would stay at its high-water mark.
+    fn trim_when_idle(&mut self, now: Instant) {
+        if !self.left_since_trim || now < self.last_busy + IDLE {
+            return;
+        }
+        self.left_since_trim = false;
+        self.relay.shrink_to_fit();
+        let used = self.clients.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        self.clients.truncate(used);
+        self.clients.shrink_to_fit();
+        self.lingering.shrink_to_fit();
+        self.deadlines.shrink_to_fit();
+        release_free_memory();
+    }
+
+    /// Closes a client's socket; returns its connection.
+    fn remove(&mut self, slot: usize) -> Option<ConnId> {
+        let mut client = self.clients.get_mut(slot)?.take()?;
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        self.left_since_trim = true;
+        Some(client.conn)
+    }
+
+    fn drop_lingering(&mut self, key: usize) {
+        if let Some(mut l) = self.lingering.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut l.stream);
+        }
+    }
+
+    fn mark_flush(&mut self, slot: usize) {
+        if let Some(Some(client)) = self.clients.get_mut(slot) {
+            if !std::mem::replace(&mut client.flush_queued, true) {
+                self.to_flush.push(slot);
+            }
+        }
+    }
+
+    /// The slot of `conn`'s socket, while the socket is `conn`'s.
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        matches!(self.clients.get(conn.index()), Some(Some(c)) if c.conn == conn).then_some(conn.index())
+    }
+}
+
+/// Returns the allocator's free pages to the system (glibc keeps them).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+    // safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
