@@ -23,7 +23,8 @@ for round in $(seq "${ROUNDS:-7}"); do
     for side in a b; do
         bin=$1
         [ "$side" = b ] && bin=$2
-        taskset -c 0 "$bin" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+        # One shard on one core (an environment variable, which older binaries ignore).
+        WS_RELAY_THREADS=1 taskset -c 0 "$bin" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
         pid=$!
         for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
         taskset -c 1 target/release/ws-relay-load --json --addr "127.0.0.1:$port" --relay-pid "$pid" \

@@ -28,7 +28,8 @@ port=17927
 
 start() {
     case $1 in
-        ws-relay) taskset -c 0 target/release/ws-relay --listen "127.0.0.1:$port" $relay_flags >/dev/null 2>&1 & ;;
+        # One shard on its one core, like the references (scripts/shards.sh compares shard counts).
+        ws-relay) WS_RELAY_THREADS=1 taskset -c 0 target/release/ws-relay --listen "127.0.0.1:$port" $relay_flags >/dev/null 2>&1 & ;;
         tokio-tungstenite) taskset -c 0 "$peers/tokio-tungstenite/run.sh" "$port" >/dev/null 2>&1 & ;;
         node-ws) taskset -c 0 "$peers/node-ws/run.sh" "$port" >/dev/null 2>&1 & ;;
     esac

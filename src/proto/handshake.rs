@@ -155,8 +155,7 @@ impl RequestReader {
         let buf = &self.buf;
         (scan..buf.len()).find_map(|i| {
             let blank = buf[i] == b'\n'
-                && ((i > from && buf[i - 1] == b'\n')
-                    || (i >= from + 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
+                && ((i > from && buf[i - 1] == b'\n') || (i >= from + 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
             // Empty lines before the request line are not the end of the head.
             (blank && !buf[from..i].iter().all(|&b| b == b'\r' || b == b'\n')).then_some(i + 1)
         })

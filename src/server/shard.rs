@@ -55,7 +55,7 @@ const IDLE: Duration = Duration::from_secs(1);
 /// changes hands once, `/metrics` is gathered once per scrape.
 pub(super) enum Command {
     /// Serve this connection: its room is yours. `bytes` is all it sent.
-    Adopt { stream: TcpStream, listener: Listener, peer: Option<SocketAddr>, bytes: Vec<u8> },
+    Adopt { from: ConnId, stream: TcpStream, listener: Listener, peer: Option<SocketAddr>, bytes: Vec<u8> },
     /// Send shard `from` a snapshot of your counters for its scrape on `conn`.
     Snapshot { from: usize, conn: ConnId },
     /// Your snapshot for the scrape on `conn`.
@@ -392,8 +392,10 @@ impl Shard {
     fn read_mailbox(&mut self, now: Instant) {
         while let Ok(command) = self.inbox.try_recv() {
             match command {
-                Command::Adopt { stream, listener, peer, bytes } => {
+                Command::Adopt { from, stream, listener, peer, bytes } => {
                     let conn = self.relay.handle_handoff(listener, peer, now);
+                    // Ties the connection's two names together in the log.
+                    debug!("{conn} is {from}, handed over");
                     self.adopt(conn, stream, listener, peer, now);
                     // Bytes that came after these are still in the socket, and registering
                     // it reported them: they are read in this turn, after these.
@@ -512,7 +514,7 @@ impl Shard {
                     };
                     let _ = self.poll.registry().deregister(&mut client.stream);
                     let (stream, listener, peer) = (client.stream, client.listener, client.peer);
-                    self.send(shard, Command::Adopt { stream, listener, peer, bytes });
+                    self.send(shard, Command::Adopt { from: conn, stream, listener, peer, bytes });
                 }
                 Action::Metrics { conn } => {
                     self.scrapes.push((conn, vec![self.relay.snapshot()]));

@@ -106,6 +106,9 @@ enum Mode {
     Idle,
     /// Connect, wait for `self`, close, as fast as possible.
     Churn,
+    /// `--connections` clients one at a time on an otherwise idle relay:
+    /// the time from connecting to the 101 response, p50/p99/max.
+    Connect,
     /// `--rooms` × `--clients` well-behaved clients plus `--misbehaving` bad ones
     /// (silent, flooding, garbage, resetting mid-frame, trickling the
     /// handshake) for `--duration`; fails if a well-behaved client missed a
@@ -210,6 +213,29 @@ fn run(args: &Args) -> Result<(), String> {
                     args.duration,
                     opt(relay),
                     opt(tool)
+                );
+            }
+        }
+        Mode::Connect => {
+            // A warm-up, so the first connections' page faults are not timed.
+            fleet.connect_latency(args.connections.min(200), args.rooms)?;
+            let times = fleet.connect_latency(args.connections, args.rooms)?;
+            let us = |q: f64| times.value_at_quantile(q);
+            if args.json {
+                println!(
+                    "{{\"mode\":\"connect\",\"connections\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+                    times.len(),
+                    us(0.5),
+                    us(0.99),
+                    times.max()
+                );
+            } else {
+                println!(
+                    "connect: {} connections, connect to 101: p50 {} µs, p99 {} µs, max {} µs",
+                    times.len(),
+                    us(0.5),
+                    us(0.99),
+                    times.max()
                 );
             }
         }

@@ -297,6 +297,40 @@ impl Fleet {
         Ok(self.tally.churned)
     }
 
+    /// Connect: `connections` clients one after another, each to one of
+    /// `rooms` rooms, timed from the start of its TCP connect to the end of
+    /// the relay's 101 response; each closes before the next starts, so the
+    /// relay is idle but for it. Returns the times in microseconds.
+    pub fn connect_latency(&self, connections: usize, rooms: usize) -> Result<Histogram<u64>, String> {
+        let mut times = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        let mut buf = [0u8; 4096];
+        for i in 0..connections {
+            let request = upgrade_request(&format!("{}{}", self.prefix, i % rooms.max(1)), &self.addr.to_string());
+            let started = Instant::now();
+            let mut stream =
+                std::net::TcpStream::connect(self.addr).map_err(|e| format!("connect {}: {e}", self.addr))?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            stream.write_all(&request).map_err(|e| e.to_string())?;
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("the relay closed a connection before its 101".into());
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let took = started.elapsed();
+            if !head.starts_with(b"HTTP/1.1 101 ") {
+                return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&head)));
+            }
+            let _ = times.record((took.as_micros() as u64).max(1));
+            let mut bye = Vec::new();
+            masked_frame(&mut bye, true, OpCode::Close, &1000u16.to_be_bytes(), [0; 4]);
+            let _ = stream.write_all(&bye);
+        }
+        Ok(times)
+    }
+
     fn micros(&self, t: Instant) -> u64 {
         t.duration_since(self.epoch).as_micros() as u64
     }
