@@ -12,7 +12,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::client::{masked_frame, upgrade_request, OpCode, Received};
 use crate::proto::error::{HandshakeError, ProtocolError};
 use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader};
-use crate::proto::handshake::{Request, RequestReader};
+use crate::proto::handshake::{Framing, Request, RequestReader, Upgrade};
 use crate::proto::message::decode_all;
 use crate::testing::Sim;
 use crate::{Capacity, CloseReason, Config, ConnId, HandshakeLimits, MessageLimits};
@@ -111,10 +111,11 @@ pub fn frame_decoder(data: &[u8]) {
 
 fn read_request<'a>(
     proxy: bool,
+    api: bool,
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let limits = HandshakeLimits { max_head: 1024, max_headers: 16, max_target: 256 };
-    let mut reader = RequestReader::new(limits, proxy);
+    let mut reader = RequestReader::new(limits, proxy, api.then_some(512));
     let mut fed = 0;
     for piece in pieces {
         match reader.feed(piece)? {
@@ -132,14 +133,21 @@ fn read_request<'a>(
 /// a request with where it ended, or a refusal with an HTTP status.
 pub fn handshake(data: &[u8]) {
     let (seed, input) = seed_and_input(data);
-    // One seed bit asks for a PROXY protocol header first.
-    let proxy = seed & 2 != 0;
-    let whole = read_request(proxy, [input]);
-    assert_eq!(whole, read_request(proxy, chunks(seed, input)));
-    assert_eq!(whole, read_request(proxy, input.chunks(1)));
+    // One seed bit asks for a PROXY protocol header first; another reads as
+    // the operator's port with the server API on, whose calls carry bodies.
+    let (proxy, api) = (seed & 2 != 0, seed & 4 != 0);
+    let whole = read_request(proxy, api, [input]);
+    assert_eq!(whole, read_request(proxy, api, chunks(seed, input)));
+    assert_eq!(whole, read_request(proxy, api, input.chunks(1)));
     match whole {
         Err(e) => assert!(matches!(e.http_status(), 400 | 404 | 405 | 414 | 426 | 431)),
-        Ok(Some((Request::Upgrade { target, accept, .. }, end))) => {
+        Ok(Some((Request::Api(call), end))) => {
+            assert!(end <= input.len() && call.path.starts_with("/api/"));
+            if let Framing::Length(n) = call.framing {
+                assert_eq!(call.body.len(), n, "a call is read with its whole body");
+            }
+        }
+        Ok(Some((Request::Upgrade(Upgrade { target, accept, .. }), end))) => {
             assert!(end <= input.len());
             assert!(target.starts_with(b"/"));
             assert_eq!(accept.len(), 28);
