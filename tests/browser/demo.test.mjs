@@ -431,6 +431,7 @@ try {
       p.close()
       r.close()
     })
+    await stopRelay(private_.child, 'SIGTERM')
   })
 
   await check('a token function joins a checking relay, a 4401 asks it again, a 4403 stops; server messages arrive', async () => {
