@@ -1,5 +1,5 @@
 //! The core alone, no sockets: fanout, frame decoding, the upgrade handshake,
-//! join and quit. Each iteration also takes the output out of the core the way
+//! join and quit, token checks. Each iteration also takes the output out of the core the way
 //! a driver does after writing it, through the shared harness, so queueing a
 //! copy for every recipient is counted.
 
@@ -7,8 +7,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use serde_json::json;
 use ws_relay::client::{masked_frame, upgrade_request, OpCode};
 use ws_relay::testing::{Decoder, Sim};
+use ws_relay::token::{mint, Verifier};
 use ws_relay::{Config, ConnId, MessageLimits, Mode};
 
 fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -90,5 +92,22 @@ fn join_quit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fanout, decode, handshake, join_quit);
+/// What `--token-secret-file` adds to an upgrade: parse and check a typical
+/// token (a prefix room, an account id) against two secrets, the worst case
+/// of a rotation being a signature that matches the second.
+fn token_verify(c: &mut Criterion) {
+    let verifier = Verifier::new(b"this month".to_vec(), Some(b"last month".to_vec()), Duration::from_secs(5));
+    let claims = json!({"exp": 1_900_000_000u64, "room_prefix": "/ws-relay/match-", "sub": "player-2f6c41d0"});
+    let room = b"/ws-relay/match-81723?region=eu";
+    let mut group = c.benchmark_group("token_verify");
+    for (name, secret) in [("current_secret", &b"this month"[..]), ("previous_secret", &b"last month"[..])] {
+        let token = mint(&claims, secret);
+        group.bench_function(name, |b| {
+            b.iter(|| verifier.check(Some(black_box(&token)), black_box(room), 1_800_000_000.0).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, decode, handshake, join_quit, token_verify);
 criterion_main!(benches);

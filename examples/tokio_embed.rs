@@ -3,9 +3,14 @@
 //! tasks only move bytes to and from it, so the core needs no lock. It follows
 //! the driver's contract in `Relay`'s documentation, as the mio server does.
 //!
+//! Admission shows why decisions that need I/O are actions out of the core:
+//! given an `admit` function, every upgrade waits for its future (a database,
+//! a call to the game's servers) while the core goes on serving everyone else.
+//!
 //! Run: `cargo run --no-default-features --example tokio_embed -- 127.0.0.1:7928`
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -13,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use ws_relay::{Action, CloseReason, Config, ConnId, Relay};
+use ws_relay::{Action, Admission, CloseReason, Config, ConnId, Relay, Verdict};
 
 /// How long a closed client has to take the last bytes queued for it.
 const LINGER: Duration = Duration::from_secs(2);
@@ -30,6 +35,8 @@ enum Input {
     Written(ConnId, usize),
     /// A closed client's time to take its last bytes is up.
     Linger(ConnId),
+    /// The verdict on an upgrade that waited for one.
+    Verdict(ConnId, Verdict),
 }
 
 /// A connection as the core task holds it.
@@ -45,8 +52,18 @@ struct Peer {
     writer: JoinHandle<()>,
 }
 
-/// Serves the relay protocol on `listener`, forever.
+/// Serves the relay protocol on `listener`, forever, letting everyone in.
 pub async fn serve(listener: TcpListener) {
+    serve_admitting(listener, None::<fn(Admission) -> std::future::Ready<Verdict>>).await;
+}
+
+/// Serves the relay protocol on `listener`, forever; with `admit`, each
+/// upgrade waits for the verdict of the future `admit` makes for it.
+pub async fn serve_admitting<A, F>(listener: TcpListener, admit: Option<A>)
+where
+    A: Fn(Admission) -> F,
+    F: Future<Output = Verdict> + Send + 'static,
+{
     // Bounded, so a client flooding faster than the core keeps up stalls in its
     // own reader (and TCP pushes back on it) instead of growing this queue.
     let (inputs, mut input) = mpsc::channel(1024);
@@ -70,7 +87,8 @@ pub async fn serve(listener: TcpListener) {
         }
     });
 
-    let mut relay = Relay::new(Config::default()).expect("the default configuration is valid");
+    let config = Config { admission: admit.is_some(), ..Config::default() };
+    let mut relay = Relay::new(config).expect("the default configuration is valid");
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     loop {
         let deadline = relay.poll_timeout().map(tokio::time::Instant::from_std);
@@ -112,9 +130,10 @@ pub async fn serve(listener: TcpListener) {
                     relay.handle_close(conn, now);
                 }
             }
+            Some(Input::Verdict(conn, verdict)) => relay.handle_admission(conn, verdict, now),
             None => relay.handle_timeout(now),
         }
-        apply(&mut relay, &mut peers, &inputs, ready);
+        apply(&mut relay, &mut peers, &inputs, ready, admit.as_ref());
     }
 }
 
@@ -157,10 +176,32 @@ fn spawn_peer(conn: ConnId, stream: TcpStream, inputs: &mpsc::Sender<Input>) -> 
 
 /// Carries out the core's actions and hands each writer its next bytes, as
 /// the core requires after every input.
-fn apply(relay: &mut Relay, peers: &mut HashMap<ConnId, Peer>, inputs: &mpsc::Sender<Input>, ready: Option<ConnId>) {
+fn apply<A, F>(
+    relay: &mut Relay,
+    peers: &mut HashMap<ConnId, Peer>,
+    inputs: &mpsc::Sender<Input>,
+    ready: Option<ConnId>,
+    admit: Option<&A>,
+) where
+    A: Fn(Admission) -> F,
+    F: Future<Output = Verdict> + Send + 'static,
+{
     let mut ready: Vec<ConnId> = ready.into_iter().collect();
     while let Some(action) = relay.poll_action() {
-        let Action::Close { conn, reason } = action else { continue };
+        let (conn, reason) = match action {
+            Action::Close { conn, reason } => (conn, reason),
+            Action::Admit { conn, admission } => {
+                // The decision runs as a task of its own; the verdict comes back as an input.
+                let Some(admit) = admit else { continue };
+                let (verdict, inputs) = (admit(admission), inputs.clone());
+                tokio::spawn(async move {
+                    let _ = inputs.send(Input::Verdict(conn, verdict.await)).await;
+                });
+                continue;
+            }
+            // One core alone: it hands nothing to others.
+            _ => continue,
+        };
         let Some(peer) = peers.get_mut(&conn) else { continue };
         ready.push(conn);
         peer.reader.abort();

@@ -34,6 +34,7 @@ cat >"$work/types/check.ts" <<'EOF'
 import WebSocketRelay, { WebSocketRelay as Named, relayUrl, type MessageHandler, type WebSocketRelayOptions } from './ws-relay.js';
 
 const options: WebSocketRelayOptions = { reconnect: true, baseDelay: 500, maxDelay: 15000 };
+const tokens: WebSocketRelayOptions[] = [{ token: 'jwt' }, { token: () => 'jwt' }, { token: async () => 'jwt' }];
 const relay: Named = new WebSocketRelay(new URL('https://example.com/game?x=1'), options);
 const other = new WebSocketRelay('http://example.com/');
 const bare = new WebSocketRelay();
@@ -68,7 +69,7 @@ relay.send(new Uint8Array(1));
 // @ts-expect-error: onbinary gets bytes
 relay.onbinary = (source: string, data: string) => { console.log(source, data); };
 async function main(): Promise<string> { other.close(); game.close(); bare.close(); return await ready; }
-void main; void wsUrl; void id; void peers; void flags; void ws; void sent; void sentBinary; void bad;
+void main; void tokens; void wsUrl; void id; void peers; void flags; void ws; void sent; void sentBinary; void bad;
 EOF
 "$work/node_modules/.bin/tsc" --noEmit --strict --target es2022 --module es2022 \
     --moduleResolution bundler --lib es2022,dom "$work/types/check.ts"

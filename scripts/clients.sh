@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The seed's three-client exchange run by third-party clients: the Python
 # `websockets` library, `python -m websockets` typed as a user would, and the
-# Node `ws` package, alone and mixed. Installs them in target/clients.
+# Node `ws` package, alone and mixed; then examples/backend.py against a relay
+# that checks tokens. Installs them in target/clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,16 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 timeout 60 "$work/venv/bin/python" scripts/clients/metrics_check.py "$addr" "$metrics"
+
+# examples/backend.py as the README walks through it: tokens and the server API.
+kill "$relay"
+wait "$relay" 2>/dev/null || true
+printf 'a secret only the backend and the relay know\n' >"$work/secret"
+printf 'an API key\n' >"$work/api-key"
+start_relay --token-secret-file "$work/secret" --admin-listen 127.0.0.1:0 --api-key-file "$work/api-key"
+for _ in $(seq 100); do
+    admin=$(sed -n 's/^metrics on //p' "$work/relay.out")
+    [ -n "$admin" ] && break
+    sleep 0.05
+done
+timeout 120 "$work/venv/bin/python" scripts/clients/backend_check.py "$addr" "$admin" "$work/secret" "$work/api-key"

@@ -12,10 +12,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::client::{masked_frame, upgrade_request, OpCode, Received};
 use crate::proto::error::{HandshakeError, ProtocolError};
 use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader};
-use crate::proto::handshake::{Request, RequestReader};
+use crate::proto::handshake::{Framing, Request, RequestReader, Upgrade};
 use crate::proto::message::decode_all;
 use crate::testing::Sim;
-use crate::{Capacity, CloseReason, Config, ConnId, HandshakeLimits, MessageLimits};
+use crate::{ApiRequest, Capacity, CloseReason, Config, ConnId, HandshakeLimits, MessageLimits, To};
 
 /// Splits `data` into a chunking seed and the input proper.
 fn seed_and_input(data: &[u8]) -> (u32, &[u8]) {
@@ -111,10 +111,11 @@ pub fn frame_decoder(data: &[u8]) {
 
 fn read_request<'a>(
     proxy: bool,
+    api: bool,
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let limits = HandshakeLimits { max_head: 1024, max_headers: 16, max_target: 256 };
-    let mut reader = RequestReader::new(limits, proxy);
+    let mut reader = RequestReader::new(limits, proxy, api.then_some(512));
     let mut fed = 0;
     for piece in pieces {
         match reader.feed(piece)? {
@@ -132,14 +133,21 @@ fn read_request<'a>(
 /// a request with where it ended, or a refusal with an HTTP status.
 pub fn handshake(data: &[u8]) {
     let (seed, input) = seed_and_input(data);
-    // One seed bit asks for a PROXY protocol header first.
-    let proxy = seed & 2 != 0;
-    let whole = read_request(proxy, [input]);
-    assert_eq!(whole, read_request(proxy, chunks(seed, input)));
-    assert_eq!(whole, read_request(proxy, input.chunks(1)));
+    // One seed bit asks for a PROXY protocol header first; another reads as
+    // the operator's port with the server API on, whose calls carry bodies.
+    let (proxy, api) = (seed & 2 != 0, seed & 4 != 0);
+    let whole = read_request(proxy, api, [input]);
+    assert_eq!(whole, read_request(proxy, api, chunks(seed, input)));
+    assert_eq!(whole, read_request(proxy, api, input.chunks(1)));
     match whole {
         Err(e) => assert!(matches!(e.http_status(), 400 | 404 | 405 | 414 | 426 | 431)),
-        Ok(Some((Request::Upgrade { target, accept, .. }, end))) => {
+        Ok(Some((Request::Api(call), end))) => {
+            assert!(end <= input.len() && call.path.starts_with("/api/"));
+            if let Framing::Length(n) = call.framing {
+                assert_eq!(call.body.len(), n, "a call is read with its whole body");
+            }
+        }
+        Ok(Some((Request::Upgrade(Upgrade { target, accept, .. }), end))) => {
             assert!(end <= input.len());
             assert!(target.starts_with(b"/"));
             assert_eq!(accept.len(), 28);
@@ -239,6 +247,26 @@ pub enum Op {
         /// Which client.
         client: u8,
     },
+    /// The verdict on the oldest upgrade waiting for one (with admission on).
+    Verdict {
+        /// Let it in, or keep it out for the `refusal`-th reason.
+        accept: bool,
+        /// Which refusal.
+        refusal: u8,
+        /// The subject it is let in as.
+        subject: Option<String>,
+    },
+    /// The server API publishes into one of the rooms, as id 0.
+    Publish {
+        /// Which of the rooms.
+        room: u8,
+        /// To everyone (`None`) or to an id, 1 to 8.
+        to: Option<u8>,
+        /// Binary rather than text.
+        binary: bool,
+        /// What follows `0 `.
+        body: Vec<u8>,
+    },
 }
 
 /// The sender, the clients that must hear it, and what they must hear.
@@ -268,6 +296,7 @@ struct Client {
 /// stops reading is cut off once it would pass it, and its room hears it quit.
 pub fn session(data: &[u8]) {
     let mut u = Unstructured::new(data);
+    let Ok(admission) = bool::arbitrary(&mut u) else { return };
     let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else { return };
     let message = MessageLimits { max_message: 2048, max_fragments: 8 };
     let capacity = Capacity { max_room_clients: 8, ..Config::DEFAULT.capacity };
@@ -278,6 +307,7 @@ pub fn session(data: &[u8]) {
         ping_timeout: Duration::from_secs(2),
         close_timeout: Duration::from_secs(1),
         handshake_timeout: Duration::from_secs(1),
+        admission,
         ..Config::DEFAULT
     };
     // The smallest bound the configuration allows, so stalled clients reach it.
@@ -372,6 +402,24 @@ impl Fuzz {
                 let stalled = !self.sim.peer(conn).stalled;
                 self.sim.stall(conn, stalled);
             }
+            Op::Verdict { accept, refusal, subject } => {
+                let Some(&(conn, _)) = self.sim.admissions.first() else { return };
+                let verdict = if accept {
+                    crate::Verdict::Accept { subject }
+                } else {
+                    crate::Verdict::Refuse(crate::Refusal::ALL[usize::from(refusal) % crate::Refusal::COUNT])
+                };
+                self.sim.admit(conn, verdict);
+            }
+            Op::Publish { room, to, binary, body } => {
+                let room = ROOMS[usize::from(room) % ROOMS.len()];
+                let to = to.map_or(To::All, |n| To::Id(u64::from(1 + n % 8)));
+                let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
+                expect = Some(self.published(room, to, binary, &body));
+                let request = ApiRequest::Publish { room: room.as_bytes().to_vec(), to, data: body, binary };
+                self.sim.relay.api(&request, self.sim.now);
+                self.sim.drain();
+            }
         }
         self.check(expect);
     }
@@ -388,6 +436,25 @@ impl Fuzz {
         }
         let conn = self.sim.connect_raw(request);
         self.clients.push(Client { conn, seen: 0, id: None, peers: BTreeSet::new(), tainted: !valid });
+    }
+
+    /// Who must receive what when the server publishes `body` to `to` in `room`.
+    fn published(&self, room: &str, to: To, binary: bool, body: &[u8]) -> Expected {
+        let relay = &self.sim.relay;
+        let recipients = (self.clients.iter().enumerate())
+            .filter(|(_, c)| {
+                relay.member(c.conn).is_some_and(|(r, id)| r == room.as_bytes() && (to == To::All || to == To::Id(id)))
+            })
+            .map(|(j, _)| j)
+            .collect();
+        let mut payload = b"0 ".to_vec();
+        payload.extend_from_slice(body);
+        let message = if binary {
+            Received::Binary(payload)
+        } else {
+            Received::Text(String::from_utf8(payload).expect("text bodies are made valid UTF-8"))
+        };
+        (usize::MAX, recipients, Some(message))
     }
 
     /// Who must receive what when client `i` sends a well-formed message.
@@ -456,7 +523,9 @@ impl Fuzz {
                     (Some(_), b"join", true) => assert!(c.peers.insert(source), "{source} joined twice"),
                     (Some(_), b"quit", true) => assert!(c.peers.remove(&source), "{source} quit but was not there"),
                     (Some(me), _, _) => {
-                        assert!(source == me || c.peers.contains(&source), "message from {source}, not in the room");
+                        // Id 0 is the server, which no client can be or forge.
+                        let known = source == me || source == 0 || c.peers.contains(&source);
+                        assert!(known, "message from {source}, not in the room");
                         data.push(r.clone());
                     }
                 }

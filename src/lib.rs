@@ -37,11 +37,14 @@ pub mod server;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
+pub mod token;
 
 pub use proto::action::{Action, CloseKind, CloseReason, ConnId};
+pub use proto::admission::{Admission, Refusal, Verdict};
+pub use proto::api::{ApiReply, ApiRequest, To, Who};
 pub use proto::budget::Budget;
 pub use proto::config::{
-    Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, MAX_DURATION,
+    Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, Secret, MAX_DURATION,
 };
 pub use proto::error::{HandshakeError, ProtocolError, RelayError};
 pub use proto::metrics::{render as render_metrics, Snapshot};

@@ -1,7 +1,9 @@
 //! `ws-relay`: the relay server. Every flag also reads from an environment variable.
 
 use std::fmt;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use log::{error, info};
 use ws_relay::server::{Server, ServerConfig, StartError};
-use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode};
+use ws_relay::token::Verifier;
+use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode, Secret};
 
 /// The defaults every flag starts from: the core's, so they are written once.
 const D: Config = Config::DEFAULT;
@@ -46,9 +49,32 @@ struct Args {
     #[arg(long, env = "WS_RELAY_PROXY_PROTOCOL")]
     proxy_protocol: bool,
 
-    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9107) instead of the public port.
-    #[arg(long, env = "WS_RELAY_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
+    /// The operator's port (e.g. 127.0.0.1:9107): /metrics, /healthz and the server API, and no longer /metrics
+    /// on the public port. WS_RELAY_METRICS_LISTEN, its older name, is read too.
+    #[arg(long, visible_alias = "metrics-listen", env = "WS_RELAY_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+
+    /// Turns the server API on: the file holds the key its callers send as `Authorization: Bearer <key>`
+    /// (one trailing newline ignored). Needs --admin-listen.
+    #[arg(long, env = "WS_RELAY_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+
+    /// Largest request body the server API reads, in bytes (larger: 413).
+    #[arg(long, env = "WS_RELAY_MAX_API_BODY", default_value_t = D.max_api_body)]
+    max_api_body: usize,
+
+    /// Turns token checks on: the file holds the HS256 secret tokens are signed with (one trailing newline
+    /// ignored). An upgrade without a valid token for its room is closed with 4401 or 4403.
+    #[arg(long, env = "WS_RELAY_TOKEN_SECRET_FILE")]
+    token_secret_file: Option<PathBuf>,
+
+    /// A second secret accepted while secrets are rotated.
+    #[arg(long, env = "WS_RELAY_TOKEN_PREVIOUS_SECRET_FILE", requires = "token_secret_file")]
+    token_previous_secret_file: Option<PathBuf>,
+
+    /// How much clock skew a token's exp and nbf are allowed.
+    #[arg(long, env = "WS_RELAY_TOKEN_LEEWAY", default_value_t = Secs(Duration::from_secs(5)))]
+    token_leeway: Secs,
 
     /// Do not serve the demo game (/) and ws-relay.js on the public port.
     #[arg(long, env = "WS_RELAY_NO_PAGES")]
@@ -184,9 +210,50 @@ impl fmt::Display for Secs {
     }
 }
 
+/// A secret from a file: its bytes, less one trailing newline (editors add
+/// one). A secret is never a flag's value, which `ps` would show.
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!("{} is empty: a secret needs at least one byte", path.display()));
+    }
+    Ok(bytes)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    // The operator's port under its older name, for deployments that set it.
+    let admin_listen =
+        args.admin_listen.or_else(|| std::env::var("WS_RELAY_METRICS_LISTEN").ok().and_then(|a| a.parse().ok()));
+    let secrets = (|| -> Result<_, String> {
+        let api_key = args.api_key_file.as_deref().map(read_secret).transpose()?.map(Secret);
+        if api_key.is_some() && admin_listen.is_none() {
+            return Err("the server API (--api-key-file) is served on --admin-listen, which is not set".into());
+        }
+        let tokens = match &args.token_secret_file {
+            Some(path) => {
+                let previous = args.token_previous_secret_file.as_deref().map(read_secret).transpose()?;
+                Some(Verifier::new(read_secret(path)?, previous, args.token_leeway.0))
+            }
+            None => None,
+        };
+        Ok((api_key, tokens))
+    })();
+    let (api_key, tokens) = match secrets {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let api = api_key.is_some();
     let relay = Config {
         mode: if args.echo { Mode::Echo } else { Mode::Relay },
         handshake: HandshakeLimits {
@@ -197,9 +264,11 @@ fn main() -> ExitCode {
         message: MessageLimits { max_message: args.max_message, max_fragments: args.max_fragments },
         allowed_origins: (!args.allow_origin.is_empty()).then_some(args.allow_origin),
         serve_pages: !args.no_pages,
-        serve_metrics: args.metrics_listen.is_none(),
-        metrics_from_driver: false,
+        serve_metrics: admin_listen.is_none(),
         proxy_protocol: args.proxy_protocol,
+        admission: tokens.is_some(),
+        api_key,
+        max_api_body: args.max_api_body,
         flood: (args.flood_messages > 0).then_some(FloodLimits {
             messages_per_second: args.flood_messages,
             message_burst: args.flood_burst,
@@ -221,10 +290,11 @@ fn main() -> ExitCode {
     };
     let config = ServerConfig {
         listen: args.listen,
-        metrics_listen: args.metrics_listen,
+        metrics_listen: admin_listen,
         relay,
         drain_timeout: args.drain_timeout.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        tokens,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
@@ -255,11 +325,12 @@ fn main() -> ExitCode {
         r.ping_interval,
         if r.proxy_protocol { ", PROXY protocol required" } else { "" },
     );
-    // Scripts and tests that bind port 0 read the real addresses from these lines.
-    println!("listening on {addr}");
+    // Scripts and tests that bind port 0 read the real addresses from these lines;
+    // a closed stdout is no reason to stop.
+    let _ = writeln!(std::io::stdout(), "listening on {addr}");
     if let Some(metrics) = server.metrics_addr() {
-        info!("metrics on http://{metrics}/metrics");
-        println!("metrics on {metrics}");
+        info!("operator's port on {metrics}: /metrics, /healthz{}", if api { ", /api/" } else { "" });
+        let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{masked_frame, upgrade_request, OpCode, Received, ServerParser};
 use crate::proto::message::MessageDecoder;
-use crate::{Action, CloseReason, Config, ConnId, Listener, MessageLimits, Relay};
+use crate::{Action, Admission, CloseReason, Config, ConnId, Listener, MessageLimits, Relay, Verdict};
 
 /// One connection as its client sees it.
 #[derive(Debug)]
@@ -46,6 +46,9 @@ pub struct Sim {
     record: bool,
     /// Clients that do not read.
     stalled: usize,
+    /// Upgrades waiting for a verdict ([`Action::Admit`]), oldest first: the
+    /// test decides, with `relay.handle_admission` and then [`Sim::drain`].
+    pub admissions: Vec<(ConnId, Admission)>,
 }
 
 impl Sim {
@@ -53,7 +56,16 @@ impl Sim {
     pub fn new(config: Config) -> Self {
         let now = Instant::now();
         let relay = Relay::new(config).expect("the harness runs valid configurations");
-        Self { relay, start: now, now, peers: Vec::new(), by_index: Vec::new(), record: true, stalled: 0 }
+        Self {
+            relay,
+            start: now,
+            now,
+            peers: Vec::new(),
+            by_index: Vec::new(),
+            record: true,
+            stalled: 0,
+            admissions: Vec::new(),
+        }
     }
 
     /// A relay with the default configuration.
@@ -112,6 +124,13 @@ impl Sim {
     /// `conn` sends a text message.
     pub fn send(&mut self, conn: ConnId, text: &str) {
         self.feed(conn, &frame(OpCode::Text, text.as_bytes()));
+    }
+
+    /// The verdict on `conn`'s upgrade, which waits for one.
+    pub fn admit(&mut self, conn: ConnId, verdict: Verdict) {
+        self.admissions.retain(|(c, _)| *c != conn);
+        self.relay.handle_admission(conn, verdict, self.now);
+        self.drain();
     }
 
     /// `conn`'s client ends its stream (FIN), and may still read.
@@ -182,7 +201,10 @@ impl Sim {
                     crate::render_metrics(&[self.relay.snapshot()], &mut page);
                     self.relay.handle_metrics(conn, &page);
                 }
-                Action::Handoff { conn, .. } => panic!("{conn} handed off by a relay that is its only shard"),
+                Action::Admit { conn, admission } => self.admissions.push((conn, admission)),
+                Action::Handoff { conn, .. } | Action::Api { conn, .. } => {
+                    panic!("{conn} is handed to another shard by a relay that is its only shard")
+                }
             }
         }
         if !self.record && self.stalled == 0 {

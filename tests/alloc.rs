@@ -1,17 +1,23 @@
 //! Steady state allocates nothing per delivered message: after a warm-up, a
 //! stream of broadcasts and direct messages through the core, queued in its
-//! output buffers and written out as a driver does, makes no allocation at all.
+//! output buffers and written out as a driver does, makes no allocation at
+//! all; with admission on (members carrying an account id) as without.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use ws_relay::client::{masked_frame, OpCode};
+use ws_relay::client::{masked_frame, upgrade_request, OpCode, Received};
 use ws_relay::testing::Sim;
+use ws_relay::{Config, Verdict};
 
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The counter is process-wide: one test at a time, or each counts the other's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -34,8 +40,30 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn no_allocation_per_delivered_message() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap();
     let mut sim = Sim::relay();
     let conns: Vec<_> = (0..8).map(|_| sim.join("/ws-relay/alloc")).collect();
+    assert_no_allocation(sim, conns);
+}
+
+#[test]
+fn no_allocation_per_delivered_message_with_admission() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap();
+    let mut sim = Sim::new(Config { admission: true, ..Config::default() });
+    let conns: Vec<_> = (0..8)
+        .map(|i| {
+            let conn = sim.connect_raw(&upgrade_request("/ws-relay/alloc", "test"));
+            sim.admit(conn, Verdict::Accept { subject: Some(format!("account-{i}")) });
+            assert_eq!(sim.take(conn).first(), Some(&Received::Http(101)));
+            conn
+        })
+        .collect();
+    assert_no_allocation(sim, conns);
+}
+
+/// Feeds every client of `sim` (all in one room) its share of the load and
+/// counts the allocations once the buffers have grown.
+fn assert_no_allocation(mut sim: Sim, conns: Vec<ws_relay::ConnId>) {
     // From here the harness only writes, as a driver does, and keeps nothing.
     sim.record(false);
     let start = sim.now;

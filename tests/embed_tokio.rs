@@ -57,3 +57,44 @@ fn seed_table_through_the_tokio_driver() {
     c1.close(None).unwrap();
     assert!(matches!(c1.read(), Ok(Message::Close(_))));
 }
+
+/// Admission that takes its time, as a call to a game's servers would: the
+/// upgrade waits for the verdict while the core serves everyone else.
+#[test]
+fn an_async_verdict_admits_or_refuses() {
+    use ws_relay::{Refusal, Verdict};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let admit = |admission: ws_relay::Admission| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match admission.token.as_deref() {
+            Some("let-me-in") => Verdict::Accept { subject: Some("player".into()) },
+            _ => Verdict::Refuse(Refusal::Denied),
+        }
+    };
+    std::thread::spawn(move || runtime.block_on(tokio_embed::serve_admitting(listener, Some(admit))));
+    let with_token = |token: &str| {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws-relay/admitted").into_client_request().unwrap();
+        let offer = format!("ws-relay, ws-relay.token.{token}");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tungstenite::client::client(request, stream).unwrap().0
+    };
+    let started = std::time::Instant::now();
+    let mut member = with_token("let-me-in");
+    assert_eq!(text(&mut member), "1 self");
+    assert!(started.elapsed() >= Duration::from_millis(50), "the upgrade waited for the verdict");
+    let mut stranger = with_token("guess");
+    match stranger.read().unwrap() {
+        Message::Close(Some(frame)) => {
+            assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4403, "not admitted"))
+        }
+        other => panic!("a close frame, not {other:?}"),
+    }
+    // The member heard nothing of it.
+    member.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(member.read().is_err());
+}

@@ -502,7 +502,7 @@ fn body(response: &str) -> &str {
 
 #[test]
 fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
-    use Listener::{Metrics, Public};
+    use Listener::{Admin, Public};
     let mut s = Sim::relay();
     let files = [
         ("/", "web/index.html", "text/html; charset=utf-8"),
@@ -518,7 +518,7 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
         assert!(got.contains(&format!("\r\nContent-Length: {}\r\n", want.len())), "{path}");
         assert_eq!(body(&got), want, "{path}");
         // The operator's port serves nothing a browser would load.
-        assert!(get(&mut s, Metrics, path).starts_with("HTTP/1.1 404 "), "{path} on the metrics port");
+        assert!(get(&mut s, Admin, path).starts_with("HTTP/1.1 404 "), "{path} on the metrics port");
     }
     // HEAD: the same head, Content-Length included, and no body.
     let head =
@@ -527,7 +527,7 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
     let got = head(&mut s, Public, "/");
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains(&format!("\r\nContent-Length: {index}\r\n")) && got.ends_with("\r\n\r\n"), "{got}");
-    let got = head(&mut s, Metrics, "/metrics");
+    let got = head(&mut s, Admin, "/metrics");
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("\r\n\r\n"), "{got}");
     let got = head(&mut s, Public, "/ws-relay/room");
     assert!(
@@ -541,7 +541,7 @@ fn the_demo_and_the_browser_helper_are_served_from_the_repo() {
 
 #[test]
 fn metrics_count_a_known_exchange() {
-    use Listener::{Metrics, Public};
+    use Listener::{Admin, Public};
     let mut s = Sim::relay();
     let c1 = s.join(ROOM);
     let c2 = s.join(ROOM);
@@ -555,7 +555,7 @@ fn metrics_count_a_known_exchange() {
     s.drop_transport(c2);
     s.connect_raw(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
     let wire: usize = s.peers().iter().map(|p| p.raw.len()).sum();
-    let exposition = get(&mut s, Metrics, "/metrics");
+    let exposition = get(&mut s, Admin, "/metrics");
     assert!(exposition.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
     let values: BTreeMap<&str, &str> = body(&exposition)
         .lines()
@@ -592,10 +592,10 @@ fn metrics_count_a_known_exchange() {
     assert!(get(&mut s, Public, "/metrics").starts_with("HTTP/1.1 200 "));
     let mut split = Sim::new(Config { serve_metrics: false, ..Config::default() });
     assert!(get(&mut split, Public, "/metrics").starts_with("HTTP/1.1 404 "));
-    assert!(get(&mut split, Metrics, "/metrics").starts_with("HTTP/1.1 200 "));
+    assert!(get(&mut split, Admin, "/metrics").starts_with("HTTP/1.1 200 "));
     // Upgrades are for the public port only.
     let upgrade = String::from_utf8(upgrade_request(ROOM, "test")).unwrap();
-    assert!(request(&mut split, Metrics, &upgrade).starts_with("HTTP/1.1 404 "));
+    assert!(request(&mut split, Admin, &upgrade).starts_with("HTTP/1.1 404 "));
 }
 
 /// A client that reads, but never quite catches up: the relay always holds
@@ -676,4 +676,179 @@ fn an_upgrade_for_another_shards_room_is_handed_over_with_its_bytes() {
     assert_eq!((first.connections, first.handoffs, first.upgrades), (1, 1, 0));
     assert_eq!((second.connections, second.upgrades), (1, 2));
     assert_eq!(budget.clients(), 2);
+}
+
+/// Upgrades with a token offered the preferred way, as a subprotocol.
+fn upgrade_with_token(room: &str, token: &str) -> Vec<u8> {
+    let req = String::from_utf8(upgrade_request(room, "x")).unwrap();
+    req.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Protocol: ws-relay, ws-relay.token.{token}\r\n\r\n"))
+        .into_bytes()
+}
+
+fn admitting() -> Sim {
+    Sim::new(Config { admission: true, handshake_timeout: Duration::from_secs(10), ..Config::default() })
+}
+
+/// The verdict may take as long as the backend needs: the upgrade waits,
+/// other clients go on, and what the newcomer sent meanwhile is read after
+/// it joins, in order.
+#[test]
+fn admission_waits_for_the_verdict_without_holding_anyone_up() {
+    use ws_relay::Verdict;
+    let mut s = admitting();
+    let first = s.connect_raw(&upgrade_with_token(ROOM, "t1"));
+    let (c, admission) = s.admissions.remove(0);
+    assert_eq!((c, admission.room.as_slice(), admission.token.as_deref()), (first, ROOM.as_bytes(), Some("t1")));
+    s.admit(first, Verdict::Accept { subject: Some("alice".into()) });
+    let got = s.take(first);
+    assert_eq!(got[1..], [Text("1 self".into())]);
+    assert!(
+        s.raw(first).starts_with(b"HTTP/1.1 101 ")
+            && String::from_utf8_lossy(s.raw(first)).contains("\r\nSec-WebSocket-Protocol: ws-relay\r\n")
+    );
+    // A newcomer sends a message right behind its request, before any verdict.
+    let mut bytes = upgrade_with_token(ROOM, "t2");
+    bytes.extend(frame(OpCode::Text, b"* hi, I am new"));
+    let second = s.connect_raw(&bytes);
+    s.feed(second, &frame(OpCode::Text, b"* and so keen"));
+    assert!(s.take(second).is_empty(), "no answer before the verdict");
+    assert!(s.take(first).is_empty(), "nobody hears of it");
+    s.send(first, "* life goes on");
+    assert_eq!(s.relay.member(first).map(|(_, id)| id), Some(1));
+    s.advance(Duration::from_secs(3));
+    s.admit(second, Verdict::Accept { subject: None });
+    assert_eq!(s.take(second), [Http(101), Text("2 self".into()), Text("1 join".into())]);
+    assert_eq!(s.texts(first), ["2 join", "2 hi, I am new", "2 and so keen"]);
+    assert_eq!(s.relay.stats().admitted, 2);
+}
+
+#[test]
+fn a_refusal_completes_the_upgrade_and_closes_with_its_code() {
+    use ws_relay::{Refusal, Verdict};
+    let mut s = admitting();
+    let member = s.connect_raw(&upgrade_with_token(ROOM, "ok"));
+    s.admit(member, Verdict::Accept { subject: None });
+    s.take(member);
+    let refused = s.connect_raw(&upgrade_with_token(ROOM, "forged"));
+    s.admit(refused, Verdict::Refuse(Refusal::TokenBadSignature));
+    let got = s.take(refused);
+    assert_eq!(got, [Http(101), Close(Some((4401, "bad token signature".into())))]);
+    assert!(s.take(member).is_empty(), "it never joined, so nobody hears it leave");
+    let wrong = s.connect_raw(&upgrade_with_token(ROOM, "other-room"));
+    s.admit(wrong, Verdict::Refuse(Refusal::WrongRoom));
+    assert_eq!(close_code(&s.take(wrong)), Some(4403));
+    // The close handshake completes with the client's close frame.
+    s.feed(refused, &close_frame(1000));
+    assert_eq!(s.closed(refused), Some(CloseReason::Refused(Refusal::TokenBadSignature)));
+    assert_eq!(s.relay.stats().admission_refusals(Refusal::TokenBadSignature), 1);
+    assert_eq!(s.relay.stats().admission_refusals(Refusal::WrongRoom), 1);
+    assert_eq!(s.relay.members(ROOM.as_bytes()), [1]);
+}
+
+#[test]
+fn the_handshake_timeout_runs_while_the_verdict_is_awaited() {
+    use ws_relay::Verdict;
+    let mut s = admitting();
+    let c = s.connect_raw(&upgrade_with_token(ROOM, "slow"));
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.take(c), [Http(408)]);
+    // The verdict comes too late and is ignored.
+    s.admit(c, Verdict::Accept { subject: None });
+    assert!(s.take(c).is_empty());
+    assert_eq!(s.relay.rooms(), 0);
+}
+
+#[test]
+fn a_query_token_does_not_name_the_room() {
+    use ws_relay::Verdict;
+    let mut s = admitting();
+    let a = s.connect_raw(&upgrade_request("/game?token=AAA&g=1", "x"));
+    let b = s.connect_raw(&upgrade_request("/game?g=1&token=BBB", "x"));
+    let tokens: Vec<_> =
+        s.admissions.iter().map(|(_, a)| (String::from_utf8(a.room.clone()).unwrap(), a.token.clone())).collect();
+    assert_eq!(tokens, [("/game?g=1".to_owned(), Some("AAA".into())), ("/game?g=1".to_owned(), Some("BBB".into()))]);
+    s.admit(a, Verdict::Accept { subject: None });
+    s.admit(b, Verdict::Accept { subject: None });
+    assert_eq!(s.relay.members(b"/game?g=1"), [1, 2]);
+    // Without admission the query is the room, byte for byte.
+    let mut plain = Sim::relay();
+    plain.join("/game?token=AAA&g=1");
+    assert_eq!(plain.relay.members(b"/game?token=AAA&g=1"), [1]);
+}
+
+#[test]
+fn too_much_before_the_verdict_is_refused() {
+    let mut s = Sim::new(Config { admission: true, max_pending: Config::DEFAULT.min_pending(), ..Config::default() });
+    let c = s.connect_raw(&upgrade_with_token(ROOM, "t"));
+    let big = frame(OpCode::Binary, &vec![b'x'; Config::DEFAULT.message.max_message]);
+    s.feed(c, &big);
+    s.feed(c, &big);
+    assert_eq!(s.take(c), [Http(400)]);
+    assert!(String::from_utf8_lossy(s.raw(c)).contains("sent too much before its upgrade was answered"));
+}
+
+/// The server API on the operator's port of a relay alone: the backend
+/// publishes as id 0, lists rooms, sees who is there, and disconnects.
+#[test]
+fn the_server_api_speaks_into_rooms() {
+    use ws_relay::{Secret, Verdict};
+    let config = Config { admission: true, api_key: Some(Secret(b"k3y".to_vec())), ..Config::default() };
+    let mut s = Sim::new(config);
+    let join = |s: &mut Sim, room: &str, sub: Option<&str>| {
+        let c = s.connect_raw(&upgrade_with_token(room, "t"));
+        s.admit(c, Verdict::Accept { subject: sub.map(String::from) });
+        s.take(c);
+        c
+    };
+    let (a, b, c) =
+        (join(&mut s, ROOM, Some("alice")), join(&mut s, ROOM, Some("bob")), join(&mut s, "/other", Some("alice")));
+    s.take(a);
+    let call = |s: &mut Sim, method: &str, path: &str, body: &str| {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        request(s, Listener::Admin, &req)
+    };
+    let answer =
+        call(&mut s, "POST", "/api/publish", r#"{"room": "/ws-relay/spacewar", "to": "*", "data": "start round 2"}"#);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            && answer.ends_with(r#"{"delivered":2}"#),
+        "{answer}"
+    );
+    assert_eq!(s.texts(a), ["0 start round 2"]);
+    assert_eq!(s.texts(b), ["0 start round 2"]);
+    let answer =
+        call(&mut s, "POST", "/api/publish", r#"{"room": "/ws-relay/spacewar", "to": 2, "data_base64": "AP8="}"#);
+    assert!(answer.ends_with(r#"{"delivered":1}"#), "{answer}");
+    assert_eq!(s.take(b), [Binary(b"0 \x00\xff".to_vec())]);
+    let answer = call(&mut s, "POST", "/api/publish", r#"{"room": "/nowhere", "to": "*", "data": "x"}"#);
+    assert!(answer.starts_with("HTTP/1.1 404 ") && answer.ends_with(r#"{"error":"no such room"}"#), "{answer}");
+    let answer = call(&mut s, "GET", "/api/rooms?prefix=%2F", "");
+    assert!(
+        answer.ends_with(r#"{"rooms":[{"clients":1,"room":"/other"},{"clients":2,"room":"/ws-relay/spacewar"}]}"#),
+        "{answer}"
+    );
+    let answer = call(&mut s, "GET", "/api/presence?room=%2Fws-relay%2Fspacewar", "");
+    assert!(
+        answer.ends_with(r#"{"members":[{"id":1,"sub":"alice"},{"id":2,"sub":"bob"}],"room":"/ws-relay/spacewar"}"#),
+        "{answer}"
+    );
+    // Every connection of one account: a in the spacewar room, c elsewhere.
+    let answer = call(&mut s, "POST", "/api/disconnect", r#"{"sub": "alice", "reason": "banned"}"#);
+    assert!(answer.ends_with(r#"{"disconnected":2}"#), "{answer}");
+    assert_eq!(s.take(a), [Close(Some((4000, "banned".into())))]);
+    assert_eq!(s.take(c), [Close(Some((4000, "banned".into())))]);
+    assert_eq!(s.texts(b), ["1 quit"]);
+    let answer = call(&mut s, "POST", "/api/disconnect", r#"{"room": "/ws-relay/spacewar", "id": 2}"#);
+    assert!(answer.ends_with(r#"{"disconnected":1}"#), "{answer}");
+    assert_eq!(close_code(&s.take(b)), Some(4000));
+    // No key, no answer but 401; the public port has no API at all.
+    let denied = request(&mut s, Listener::Admin, "GET /api/rooms HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(denied.starts_with("HTTP/1.1 401 ") && denied.contains("WWW-Authenticate: Bearer\r\n"), "{denied}");
+    let public =
+        request(&mut s, Listener::Public, "GET /api/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n\r\n");
+    assert!(public.starts_with("HTTP/1.1 426 "), "{public}");
+    assert_eq!(s.relay.stats().api_calls, 8);
 }

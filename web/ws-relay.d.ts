@@ -20,6 +20,19 @@ export interface WebSocketRelayOptions {
   baseDelay?: number;
   /** Backoff cap in milliseconds: no retry waits longer. Default 15000. */
   maxDelay?: number;
+  /**
+   * The token for a relay that checks them (`--token-secret-file`): a string,
+   * or a function, sync or async, called before every connect and reconnect
+   * (a backend mints a fresh one). It is offered as the WebSocket subprotocol
+   * `ws-relay.token.<token>` beside `ws-relay`, so it appears in no URL and no
+   * access log. When the relay closes with 4401 (token missing, malformed,
+   * expired or badly signed), the function is asked once more and the
+   * connection retried at once; a second 4401 in a row, or a 4403 (a valid
+   * token not for this room), stops: `ready` rejects, `closed` is true and
+   * `ondisconnect` gets the code. A function that throws or rejects counts as
+   * a failed connection and is retried with the backoff.
+   */
+  token?: string | (() => string | Promise<string>);
 }
 
 /**
@@ -34,6 +47,10 @@ export function relayUrl(pageUrl: string | URL): string;
 
 /**
  * A client of ws-relay: one player in one room.
+ *
+ * Messages from id `"0"` come from the game's backend through the relay's
+ * server API (`POST /api/publish`): no client can have that id or forge it.
+ * They reach the handlers like any other (`onstart('0', data)`).
  *
  * Ids are strings, exactly as on the wire (`"1"`, `"2"`, ...), as the original
  * helper passed them: compare them with `===`, and use `Number(id)` to order
@@ -107,7 +124,7 @@ export class WebSocketRelay {
   /** True from `self` until the connection is lost or closed. */
   readonly connected: boolean;
 
-  /** True once close() was called or the relay closed this client with 1008: no more reconnects. */
+  /** True once close() was called or the relay closed this client with 1008, 4403 or a second 4401: no more reconnects. */
   readonly closed: boolean;
 
   /**
@@ -165,7 +182,9 @@ export class WebSocketRelay {
    * The connection I had an id on is lost (not called after close()). `code`
    * is the WebSocket close code: 1006 when the connection simply broke, 1001
    * when the relay shuts down, 1011 when it timed the client out, 1008 (with
-   * `willReconnect` false) when it refused what this client sent.
+   * `willReconnect` false) when it refused what this client sent, 4000 when
+   * the game's backend disconnected it. Also called, without a connection
+   * ever having had an id, for 4401 and 4403: the token kept it out.
    */
   ondisconnect?(code: number, reason: string, willReconnect: boolean): void;
 

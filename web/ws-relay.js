@@ -14,8 +14,9 @@
 //   relay.send(`report ${JSON.stringify(state)}`)    // to everyone else in the room
 //   relay.send('offer ...', peerId)                  // to one peer
 //
-// and adds binary messages, a `ready` promise, `close()`, and reconnection
-// with exponential backoff. ws-relay.d.ts documents every member.
+// and adds binary messages, a `ready` promise, `close()`, reconnection with
+// exponential backoff, and tokens for relays that check them (`token`).
+// ws-relay.d.ts documents every member.
 //
 // SPDX-License-Identifier: MIT
 
@@ -70,6 +71,8 @@ export class WebSocketRelay {
   #resolveReady
   #rejectReady
   #readySettled = false
+  // A 4401 since the last `self`: the next one means the token source cannot help.
+  #tokenRefused = false
 
   /**
    * Connects to the relay room for `pageUrl`: `/ws-relay<path><query>` on its
@@ -81,7 +84,8 @@ export class WebSocketRelay {
     this.#options = {
       reconnect: options.reconnect ?? true,
       baseDelay: options.baseDelay ?? 500,
-      maxDelay: options.maxDelay ?? 15000
+      maxDelay: options.maxDelay ?? 15000,
+      token: options.token
     }
     this.#newReady()
     this.#connect()
@@ -198,18 +202,46 @@ export class WebSocketRelay {
     }
   }
 
-  #connect () {
+  async #connect () {
     this.#timer = null
-    const ws = new WebSocket(this.#url)
+    let protocols
+    const token = this.#options.token
+    if (token !== undefined) {
+      // A fresh one before every attempt: the relay closes an expired one with 4401.
+      // It rides in the subprotocol list, where it shows in no URL and no access log.
+      let value
+      try {
+        value = typeof token === 'function' ? await token() : token
+      } catch (error) {
+        if (this.#userClosed) return
+        if (typeof globalThis.reportError === 'function') globalThis.reportError(error)
+        this.#retry()
+        return
+      }
+      if (this.#userClosed) return
+      protocols = ['ws-relay', `ws-relay.token.${value}`]
+    }
+    const ws = new WebSocket(this.#url, protocols)
     ws.binaryType = 'arraybuffer'
     ws.onmessage = (event) => { if (ws === this.#ws) this.#receive(event.data) }
     ws.onclose = (event) => { if (ws === this.#ws) this.#lost(event.code, event.reason) }
     this.#ws = ws
   }
 
+  #retry () {
+    const cap = Math.min(this.#options.maxDelay, this.#options.baseDelay * 2 ** this.#attempt)
+    this.#attempt++
+    this.#timer = setTimeout(() => this.#connect(), Math.random() * cap)
+  }
+
   #lost (code, reason) {
     this.#ws = null
-    const reconnect = this.#options.reconnect && code !== 1008
+    // 4401: the token was missing or no good; one fresh token may fix it, a
+    // second 4401 in a row or a 4403 (not for this room) will not.
+    const refreshToken = code === 4401 && !this.#tokenRefused && typeof this.#options.token === 'function'
+    if (code === 4401) this.#tokenRefused = true
+    const final = code === 1008 || code === 4403 || (code === 4401 && !refreshToken)
+    const reconnect = this.#options.reconnect && !final
     if (!reconnect) this.#closed = true
     if (this.#id !== null) {
       this.#lastId = this.#id
@@ -222,15 +254,20 @@ export class WebSocketRelay {
       this.#peers.clear()
       for (const peer of peers) this.#dispatch(peer, 'quit', '')
       this.#call('ondisconnect', code, reason, reconnect)
+    } else if (code === 4401 || code === 4403) {
+      // Kept out before ever joining: the page still hears why.
+      this.#call('ondisconnect', code, reason, reconnect)
     }
     if (this.#userClosed) return // a handler called close()
     if (!reconnect) {
       this.#failReady(new Error(`ws-relay: closed by the relay (${code}${reason ? ' ' + reason : ''})`))
       return
     }
-    const cap = Math.min(this.#options.maxDelay, this.#options.baseDelay * 2 ** this.#attempt)
-    this.#attempt++
-    this.#timer = setTimeout(() => this.#connect(), Math.random() * cap)
+    if (refreshToken) {
+      this.#connect()
+      return
+    }
+    this.#retry()
   }
 
   #receive (data) {
@@ -253,6 +290,7 @@ export class WebSocketRelay {
       const oldId = this.#lastId
       this.#id = source
       this.#attempt = 0
+      this.#tokenRefused = false
       if (!this.#readySettled) {
         this.#readySettled = true
         this.#resolveReady(source)

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::admission::{Admission, Refusal};
+use super::api::ApiRequest;
 use super::error::{HandshakeError, ProtocolError, RelayError};
 use super::table::table_enum;
 
@@ -62,13 +64,33 @@ pub enum Action {
         /// Every byte read from it so far.
         bytes: Vec<u8>,
     },
-    /// `conn` asks for `/metrics` and the configuration leaves the page to the
-    /// driver (`Config::metrics_from_driver`): render it, for every shard
-    /// with [`render_metrics`](crate::render_metrics), and answer with
-    /// [`Relay::handle_metrics`](crate::Relay::handle_metrics).
+    /// `conn` asks for `/metrics` of a relay that is one of several shards:
+    /// render it for every shard with [`render_metrics`](crate::render_metrics)
+    /// and answer with [`Relay::handle_metrics`](crate::Relay::handle_metrics).
     Metrics {
         /// The connection.
         conn: ConnId,
+    },
+    /// `conn` asks to join a room and admission is on (`Config::admission`):
+    /// decide, as slowly as needed, and answer with
+    /// [`Relay::handle_admission`](crate::Relay::handle_admission).
+    /// Meanwhile the connection waits; what it sends is kept in order.
+    Admit {
+        /// The connection.
+        conn: ConnId,
+        /// What it asks for.
+        admission: Admission,
+    },
+    /// `conn` made a server API call to a relay that is one of several
+    /// shards: carry `request` out with [`Relay::api`](crate::Relay::api) on
+    /// the shard that serves its room ([`ApiRequest::room`]), or on every shard
+    /// and merge the replies ([`ApiReply::merge`](crate::ApiReply::merge)),
+    /// then answer with [`Relay::handle_api`](crate::Relay::handle_api).
+    Api {
+        /// The connection.
+        conn: ConnId,
+        /// The call.
+        request: ApiRequest,
     },
 }
 
@@ -89,6 +111,10 @@ pub enum CloseReason {
     Relay(RelayError),
     /// The upgrade request was refused.
     Handshake(HandshakeError),
+    /// The driver's admission kept the client out.
+    Refused(Refusal),
+    /// The server API disconnected the client (close 4000).
+    Disconnected,
     /// A plain HTTP request was answered.
     HttpServed,
     /// The client did not answer a keepalive ping.
@@ -108,6 +134,8 @@ impl CloseReason {
             Self::Relay(RelayError::RateLimited) => CloseKind::RateLimited,
             Self::Relay(_) => CloseKind::RelayError,
             Self::Handshake(_) => CloseKind::HandshakeRefused,
+            Self::Refused(_) => CloseKind::AdmissionRefused,
+            Self::Disconnected => CloseKind::Disconnected,
             Self::HttpServed => CloseKind::HttpServed,
             Self::KeepaliveTimeout => CloseKind::KeepaliveTimeout,
             Self::Shutdown => CloseKind::Shutdown,
@@ -124,6 +152,8 @@ impl fmt::Display for CloseReason {
             Self::Protocol(e) => write!(f, "protocol error {}: {e}", e.close_code()),
             Self::Relay(e) => write!(f, "relay error {}: {e}", e.close_code()),
             Self::Handshake(e) => write!(f, "handshake refused {}: {e}", e.http_status()),
+            Self::Refused(r) => write!(f, "admission refused {}: {}", r.close_code(), r.reason()),
+            Self::Disconnected => f.write_str("disconnected by the server API"),
             Self::HttpServed => f.write_str("http request served"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
             Self::Shutdown => f.write_str("shutdown"),
@@ -150,6 +180,10 @@ table_enum! {
         RateLimited => "rate_limited",
         /// The upgrade was refused.
         HandshakeRefused => "handshake_refused",
+        /// Admission kept the client out (4401, 4403).
+        AdmissionRefused => "admission_refused",
+        /// The server API disconnected it.
+        Disconnected => "api_disconnect",
         /// A plain HTTP request was answered.
         HttpServed => "http_served",
         /// A keepalive ping went unanswered.

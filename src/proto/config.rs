@@ -22,8 +22,8 @@ pub enum Mode {
 pub enum Listener {
     /// The public port: upgrades, `/healthz`, and the pages and `/metrics` if enabled.
     Public,
-    /// The operator's port: `/metrics` and `/healthz` only.
-    Metrics,
+    /// The operator's port: `/metrics`, `/healthz` and the server API.
+    Admin,
 }
 
 /// Limits on the upgrade request head, checked as bytes arrive.
@@ -98,14 +98,20 @@ pub struct Config {
     pub serve_pages: bool,
     /// Serve `/metrics` on the public port; off when a separate metrics port is used.
     pub serve_metrics: bool,
-    /// Leave `/metrics` to the driver ([`Action::Metrics`](crate::Action::Metrics)),
-    /// for a page that covers more than this core: every shard of a process.
-    pub metrics_from_driver: bool,
     /// Every connection to the public port starts with a PROXY protocol
     /// header (version 1 or 2) naming the client's address, as a load
     /// balancer in front sends it; a connection without a valid one is
     /// refused (400). Never trusted when off.
     pub proxy_protocol: bool,
+    /// The driver decides who may enter a room: each upgrade waits for its
+    /// verdict ([`Action::Admit`](crate::Action::Admit)), and a `token` query
+    /// parameter no longer names the room.
+    pub admission: bool,
+    /// The key the server API on the operator's port requires
+    /// (`Authorization: Bearer <key>`); `None` turns the API off.
+    pub api_key: Option<Secret>,
+    /// The largest request body the server API reads.
+    pub max_api_body: usize,
     /// A connection that has not completed its upgrade by then is closed (408).
     pub handshake_timeout: Duration,
     /// A client silent this long is pinged.
@@ -131,8 +137,10 @@ impl Config {
         allowed_origins: None,
         serve_pages: true,
         serve_metrics: true,
-        metrics_from_driver: false,
         proxy_protocol: false,
+        admission: false,
+        api_key: None,
+        max_api_body: 64 * 1024,
         flood: Some(FloodLimits::DEFAULT),
         capacity: Capacity {
             max_clients: 100_000,
@@ -187,6 +195,16 @@ impl Config {
         };
         let answer = MAX_ACCEPT_RESPONSE.saturating_add(join_list);
         answer.saturating_add(self.message.max_message).saturating_add(64)
+    }
+}
+
+/// Bytes that must not appear in logs: `Debug` shows only their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
     }
 }
 

@@ -23,6 +23,16 @@ pub(crate) enum Phase {
         /// When the handshake timeout fires.
         deadline: Option<Instant>,
     },
+    /// The request is an upgrade, waiting for the driver's admission verdict;
+    /// closed at `deadline` like a handshake.
+    Admitting {
+        /// The upgrade, to complete or refuse.
+        upgrade: Box<Pending>,
+        /// When the handshake timeout fires.
+        deadline: Option<Instant>,
+        /// What the client sent meanwhile, kept in order.
+        early: Vec<u8>,
+    },
     /// Upgraded: frames flow.
     Open {
         /// Its place in a room, in relay mode.
@@ -41,6 +51,17 @@ pub(crate) enum Phase {
     Done,
 }
 
+/// An upgrade that waits for its admission verdict.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// The room: the request target, less any `token` parameter.
+    pub(crate) room: Vec<u8>,
+    /// The value for `Sec-WebSocket-Accept`.
+    pub(crate) accept: String,
+    /// The client offered the `ws-relay` subprotocol.
+    pub(crate) ws_relay: bool,
+}
+
 /// A connection known to the core.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -56,6 +77,8 @@ pub(crate) struct Conn {
     pub(crate) peer: Option<SocketAddr>,
     /// The address it is counted under for `max_clients_per_ip`, once admitted.
     pub(crate) counted_ip: Option<IpAddr>,
+    /// Counted as a client (against `max_clients`), from admission to its end.
+    pub(crate) admitted: bool,
     /// When bytes last arrived from it.
     pub(crate) last_read: Instant,
     /// The earliest deadline this connection has in the timer queue.

@@ -21,6 +21,9 @@ pub enum HandshakeError {
     BadProxyHeader,
     /// The client's address has as many clients as `max_clients_per_ip` allows.
     TooManyFromAddress,
+    /// The client sent more than its output bound's worth while its upgrade
+    /// waited for the admission verdict.
+    TooEarly,
     /// The request head grew past the configured size or header count.
     HeadTooLarge,
     /// The request line's target is longer than allowed.
@@ -69,6 +72,7 @@ impl HandshakeError {
             Self::Malformed
             | Self::TlsOnPlainPort
             | Self::BadProxyHeader
+            | Self::TooEarly
             | Self::OldHttpVersion
             | Self::MissingHost
             | Self::UnexpectedBody
@@ -102,6 +106,7 @@ impl fmt::Display for HandshakeError {
             Self::TlsOnPlainPort => "TLS on the plain-text port",
             Self::BadProxyHeader => "missing or malformed PROXY protocol header",
             Self::TooManyFromAddress => "too many clients from this address",
+            Self::TooEarly => "sent too much before its upgrade was answered",
             Self::HeadTooLarge => "request header fields too large",
             Self::TargetTooLong => "request target too long",
             Self::MethodNotAllowed => "only GET can upgrade to a WebSocket",

@@ -13,17 +13,57 @@ use super::proxy::{self, Proxied};
 /// A complete, valid request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Request {
-    /// A WebSocket upgrade for this request target (path and query, byte for byte).
-    Upgrade {
-        /// The request target, which names the room.
-        target: Vec<u8>,
-        /// The value for `Sec-WebSocket-Accept`.
-        accept: String,
-        /// The `Origin` header, which browsers always send.
-        origin: Option<Vec<u8>>,
-    },
+    /// A WebSocket upgrade.
+    Upgrade(Upgrade),
     /// A plain `GET` or `HEAD` for something the relay serves over HTTP.
     Get(Resource),
+    /// A call to the server API, body included.
+    Api(ApiCall),
+}
+
+/// A WebSocket upgrade request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Upgrade {
+    /// The request target (path and query, byte for byte), which names the room.
+    pub(crate) target: Vec<u8>,
+    /// The value for `Sec-WebSocket-Accept`.
+    pub(crate) accept: String,
+    /// The `Origin` header, which browsers always send.
+    pub(crate) origin: Option<Vec<u8>>,
+    /// The client offered the `ws-relay` subprotocol, which the relay then selects.
+    pub(crate) ws_relay: bool,
+    /// A token offered as the subprotocol `ws-relay.token.<token>`.
+    pub(crate) token: Option<String>,
+}
+
+/// A request to the server API on the operator's port: `/api/...`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ApiCall {
+    /// `GET`, `POST`, or anything else (refused by the API, not here).
+    pub(crate) method: String,
+    /// The path, `/api/...`.
+    pub(crate) path: String,
+    /// The query, without its `?`.
+    pub(crate) query: String,
+    /// The `Authorization` header.
+    pub(crate) authorization: Option<Vec<u8>>,
+    /// What the framing of the body says, before the body is read.
+    pub(crate) framing: Framing,
+    /// The body: `Content-Length` bytes.
+    pub(crate) body: Vec<u8>,
+}
+
+/// How an API request's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length`, or no body.
+    Length(usize),
+    /// Longer than the configured maximum: refused unread.
+    TooLarge,
+    /// `Transfer-Encoding`, which the relay does not speak: refused unread.
+    Chunked,
+    /// More than one length, or one that is not a number.
+    Invalid,
 }
 
 /// Reads a request head fed in any chunking. Each byte is scanned once for
@@ -43,6 +83,11 @@ pub(crate) struct RequestReader {
     scanned: usize,
     /// Where the head ended in `buf`, once it did.
     end: usize,
+    /// The largest API body this reader accepts: set on the operator's port
+    /// when the server API is on.
+    api_body: Option<usize>,
+    /// An API call whose body is still arriving.
+    call: Option<Box<ApiCall>>,
     /// The request line is complete and well-formed.
     line_ok: bool,
     /// The method is `HEAD`, whose answer carries no body.
@@ -51,14 +96,28 @@ pub(crate) struct RequestReader {
 
 impl RequestReader {
     /// A reader with these limits, for a request behind a PROXY header if `proxy`.
-    pub(crate) fn new(limits: HandshakeLimits, proxy: bool) -> Self {
+    pub(crate) fn new(limits: HandshakeLimits, proxy: bool, api_body: Option<usize>) -> Self {
         let start = (!proxy).then_some(0);
-        Self { buf: Vec::new(), limits, start, proxied: None, scanned: 0, end: 0, line_ok: false, head: false }
+        Self {
+            buf: Vec::new(),
+            limits,
+            start,
+            proxied: None,
+            scanned: 0,
+            end: 0,
+            api_body,
+            call: None,
+            line_ok: false,
+            head: false,
+        }
     }
 
     /// Feeds bytes. Returns `Ok(None)` while the head is incomplete; else the
     /// request and how many bytes of `input` it used (the rest are frames).
     pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        if self.call.is_some() {
+            return Ok(take_body(&mut self.call, input, 0));
+        }
         let before = self.buf.len();
         // Past the limit is an error however the head ends, so keep one byte more than it at most.
         let proxy_room = if self.start.is_none() { proxy::MAX_LEN } else { self.start.unwrap_or(0) };
@@ -86,14 +145,21 @@ impl RequestReader {
         if end - start > self.limits.max_head {
             return Err(HandshakeError::HeadTooLarge);
         }
-        let request = parse_head(&self.buf[start..end], self.limits)?;
+        let request = parse_head(&self.buf[start..end], self.limits, self.api_body)?;
         self.end = end;
-        Ok(Some((request, end - before)))
+        let used = end - before;
+        match request {
+            Request::Api(call) if matches!(call.framing, Framing::Length(n) if n > 0) => {
+                self.call = Some(Box::new(call));
+                Ok(take_body(&mut self.call, &input[used..], used))
+            }
+            request => Ok(Some((request, used))),
+        }
     }
 
     /// True once a whole request was read.
     pub(crate) fn is_complete(&self) -> bool {
-        self.end > 0
+        self.end > 0 && self.call.is_none()
     }
 
     /// True if the request line names `HEAD`, whose answer carries no body.
@@ -162,12 +228,26 @@ impl RequestReader {
     }
 }
 
+/// Appends what `input` holds of an API call's body; once it is whole,
+/// returns the call and the bytes of `input` used (after `already` used by
+/// its head).
+fn take_body(pending: &mut Option<Box<ApiCall>>, input: &[u8], already: usize) -> Option<(Request, usize)> {
+    let call = pending.as_mut()?;
+    let Framing::Length(length) = call.framing else { return None };
+    let take = (length - call.body.len()).min(input.len());
+    call.body.extend_from_slice(&input[..take]);
+    if call.body.len() < length {
+        return None;
+    }
+    pending.take().map(|call| (Request::Api(*call), already + take))
+}
+
 /// RFC 9110 §5.6.2: the characters of a token, such as a method.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, HandshakeError> {
+fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> Result<Request, HandshakeError> {
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -183,12 +263,37 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
     if raw_target.len() > limits.max_target {
         return Err(HandshakeError::TargetTooLong);
     }
+    let all = &*req.headers;
+    let header = |name: &'static str| all.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
+    if let Some(max_body) = api_body {
+        if let Some(path) = origin_form(raw_target).filter(|t| t.starts_with("/api/")) {
+            let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+            let lengths: Vec<&[u8]> = header("content-length").map(|h| h.value.trim_ascii()).collect();
+            let framing = match lengths[..] {
+                _ if header("transfer-encoding").next().is_some() => Framing::Chunked,
+                [] => Framing::Length(0),
+                [n] if !n.is_empty() && n.iter().all(u8::is_ascii_digit) => {
+                    match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
+                        Some(n) if n <= max_body => Framing::Length(n),
+                        _ => Framing::TooLarge,
+                    }
+                }
+                _ => Framing::Invalid,
+            };
+            return Ok(Request::Api(ApiCall {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                query: query.to_owned(),
+                authorization: header("authorization").next().map(|h| h.value.trim_ascii().to_vec()),
+                framing,
+                body: Vec::new(),
+            }));
+        }
+    }
     // HEAD is GET without the body (RFC 9110 §9.3.2), for monitors and link checkers.
     if method != "GET" && method != "HEAD" {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    let all = &*req.headers;
-    let header = |name: &'static str| all.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
     let has_body = header("transfer-encoding").next().is_some()
         || header("content-length").any(|h| h.value.iter().any(|&b| b != b'0' && !b.is_ascii_whitespace()));
     if has_body {
@@ -219,11 +324,37 @@ fn parse_head(head: &[u8], limits: HandshakeLimits) -> Result<Request, Handshake
         (Some(k), None) if is_valid_key(k.value.trim_ascii()) => k.value.trim_ascii(),
         _ => return Err(HandshakeError::BadKey),
     };
-    Ok(Request::Upgrade {
+    // Browsers can set no header on a WebSocket but this one: a token rides in
+    // it as a subprotocol the relay never selects, so it appears in no URL.
+    let (mut ws_relay, mut token) = (false, None);
+    for offer in header("sec-websocket-protocol").flat_map(|h| h.value.split(|&b| b == b',')) {
+        match offer.trim_ascii() {
+            b"ws-relay" => ws_relay = true,
+            other => {
+                if let Some(t) = other.strip_prefix(b"ws-relay.token.") {
+                    token = token.or_else(|| String::from_utf8(t.to_vec()).ok());
+                }
+            }
+        }
+    }
+    Ok(Request::Upgrade(Upgrade {
         target: target.as_bytes().to_vec(),
-        accept: tungstenite::handshake::derive_accept_key(key),
+        accept: accept_key(key),
         origin: header("origin").next().map(|h| h.value.trim_ascii().to_vec()),
-    })
+        ws_relay,
+        token,
+    }))
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of
+/// the key and the protocol's GUID.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// The path and query a request target names. A server must accept the
@@ -266,7 +397,7 @@ mod tests {
     const GOOD: &[u8] = b"GET /ws-relay/spacewar?game=1 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     fn feed_all(chunks: &[&[u8]]) -> Result<Option<(Request, usize)>, HandshakeError> {
-        let mut r = RequestReader::new(LIMITS, false);
+        let mut r = RequestReader::new(LIMITS, false, None);
         let mut last = Ok(None);
         for c in chunks {
             last = r.feed(c);
@@ -283,11 +414,13 @@ mod tests {
         assert_eq!(used, GOOD.len());
         assert_eq!(
             req,
-            Request::Upgrade {
+            Request::Upgrade(Upgrade {
                 target: b"/ws-relay/spacewar?game=1".to_vec(),
                 accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
                 origin: None,
-            }
+                ws_relay: false,
+                token: None,
+            })
         );
     }
 
@@ -295,7 +428,7 @@ mod tests {
     fn same_result_one_byte_at_a_time_and_leftover_is_reported() {
         let mut wire = GOOD.to_vec();
         wire.extend_from_slice(b"\x81\x80");
-        let mut r = RequestReader::new(LIMITS, false);
+        let mut r = RequestReader::new(LIMITS, false, None);
         for (i, b) in wire.iter().enumerate() {
             match r.feed(std::slice::from_ref(b)).unwrap() {
                 None => assert!(i < GOOD.len() - 1),
@@ -344,7 +477,7 @@ mod tests {
 
     #[test]
     fn oversized_heads_are_refused_before_they_end() {
-        let mut r = RequestReader::new(LIMITS, false);
+        let mut r = RequestReader::new(LIMITS, false, None);
         let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
         let mut result = r.feed(b"GET / HTTP/1.1\r\n");
         while let Ok(None) = result {
@@ -368,24 +501,24 @@ mod tests {
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", HandshakeError::TlsOnPlainPort),
         ];
         for (bytes, err) in early {
-            let mut r = RequestReader::new(LIMITS, false);
+            let mut r = RequestReader::new(LIMITS, false, None);
             assert_eq!(r.feed(bytes), Err(err), "{bytes:?}");
             // The same, a byte at a time: refused at the byte that decides it, not at the end.
-            let mut r = RequestReader::new(LIMITS, false);
+            let mut r = RequestReader::new(LIMITS, false, None);
             let refused = bytes.iter().position(|b| r.feed(std::slice::from_ref(b)).is_err());
             assert!(refused.is_some(), "{bytes:?}");
         }
         // A good line waits for the rest of the head.
-        assert_eq!(RequestReader::new(LIMITS, false).feed(b"GET /x HTTP/1.1\r\nHost"), Ok(None));
+        assert_eq!(RequestReader::new(LIMITS, false, None).feed(b"GET /x HTTP/1.1\r\nHost"), Ok(None));
     }
 
     #[test]
     fn empty_lines_before_the_request_are_skipped_and_head_is_judged_by_the_method() {
-        let mut r = RequestReader::new(LIMITS, false);
+        let mut r = RequestReader::new(LIMITS, false, None);
         let got = r.feed(b"\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap().0;
         assert_eq!(got, Request::Get(Resource::Health));
         assert!(r.is_head());
-        let mut r = RequestReader::new(LIMITS, false);
+        let mut r = RequestReader::new(LIMITS, false, None);
         assert_eq!(r.feed(b"GET /HEAD HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HandshakeError::NotWebSocket));
         assert!(!r.is_head());
     }
@@ -401,7 +534,7 @@ mod tests {
         ] {
             let req = good.replacen("/ws-relay/spacewar?game=1", target, 1);
             let (got, _) = feed_all(&[req.as_bytes()]).unwrap().unwrap();
-            let Request::Upgrade { target: got, .. } = got else { panic!("{target}: {got:?}") };
+            let Request::Upgrade(Upgrade { target: got, .. }) = got else { panic!("{target}: {got:?}") };
             assert_eq!(got, room.as_bytes(), "{target}");
         }
         let req = good.replacen("/ws-relay/spacewar?game=1", "ftp://x/r", 1);

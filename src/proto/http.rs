@@ -13,10 +13,13 @@ table_enum! {
     pub(crate) enum Status: (u16, &'static str, &'static str) {
         Ok => (200, "OK", ""),
         BadRequest => (400, "Bad Request", ""),
+        Unauthorized => (401, "Unauthorized", "WWW-Authenticate: Bearer\r\n"),
         Forbidden => (403, "Forbidden", ""),
         NotFound => (404, "Not Found", ""),
         MethodNotAllowed => (405, "Method Not Allowed", "Allow: GET, HEAD\r\n"),
         RequestTimeout => (408, "Request Timeout", ""),
+        LengthRequired => (411, "Length Required", ""),
+        PayloadTooLarge => (413, "Content Too Large", ""),
         UriTooLong => (414, "URI Too Long", ""),
         UpgradeRequired => (426, "Upgrade Required", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
         HeaderFieldsTooLarge => (431, "Request Header Fields Too Large", ""),
@@ -66,10 +69,10 @@ pub(crate) fn route(path: &str) -> Result<Resource, HandshakeError> {
 /// `/metrics` unless the configuration moved or turned them off.
 pub(crate) fn served(resource: &Resource, listener: Listener, config: &Config) -> bool {
     match (resource, listener) {
-        (Resource::Health, _) | (Resource::Metrics, Listener::Metrics) => true,
+        (Resource::Health, _) | (Resource::Metrics, Listener::Admin) => true,
         (Resource::Metrics, Listener::Public) => config.serve_metrics,
         (Resource::Page(_), Listener::Public) => config.serve_pages,
-        (Resource::Page(_), Listener::Metrics) => false,
+        (Resource::Page(_), Listener::Admin) => false,
     }
 }
 
@@ -104,12 +107,21 @@ fn response(status: Status, headers: &str, content_type: &str, body: &[u8], head
     }
 }
 
-/// The 101 response that completes an upgrade.
-pub(crate) fn accept_response(accept: &str, out: &mut Vec<u8>) {
+/// An answer of the server API.
+pub(crate) fn json_response(status: Status, body: &[u8], out: &mut Vec<u8>) {
+    response(status, status.row().2, "application/json", body, false, out);
+}
+
+/// The 101 response that completes an upgrade, selecting the `ws-relay`
+/// subprotocol when the client offered it.
+pub(crate) fn accept_response(accept: &str, ws_relay: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
+    if ws_relay {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ws-relay");
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -128,7 +140,7 @@ mod tests {
             assert_eq!(Status::from_code(s.code()), Some(*s));
         }
         let mut out = Vec::new();
-        accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut out);
+        accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", true, &mut out);
         assert!(out.len() <= MAX_ACCEPT_RESPONSE);
     }
 

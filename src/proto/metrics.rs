@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::action::CloseKind;
+use super::admission::Refusal;
 use super::http::Status;
 use super::stats::Stats;
 
@@ -149,6 +150,12 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     metric("ws_relay_upgrades_total", "counter", "WebSocket upgrades completed.", &[("", stats.upgrades)]);
     let help = "Upgrade requests handed to the shard that serves their room.";
     metric("ws_relay_handoffs_total", "counter", help, &[("", stats.handoffs)]);
+    metric("ws_relay_admissions_total", "counter", "Upgrades admission let in.", &[("", stats.admitted)]);
+    let refusals = labelled("cause", Refusal::ALL.iter().map(|&r| (r.label(), stats.admission_refusals(r))));
+    let help = "Upgrades admission kept out (closed with 4401 or 4403), by cause.";
+    metric("ws_relay_admission_refusals_total", "counter", help, &borrowed(&refusals));
+    let help = "Server API calls on the operator's port, answered or refused.";
+    metric("ws_relay_api_requests_total", "counter", help, &[("", stats.api_calls)]);
     metric(
         "ws_relay_messages_received_total",
         "counter",

@@ -14,6 +14,8 @@
 //!   flood budgets; [`stats`] and [`metrics`] count.
 
 pub(crate) mod action;
+pub(crate) mod admission;
+pub(crate) mod api;
 pub(crate) mod budget;
 pub(crate) mod config;
 pub(crate) mod conn;

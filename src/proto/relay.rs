@@ -10,13 +10,15 @@ use log::debug;
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
+use super::admission::{self, Admission, Verdict, MAX_SUBJECT};
+use super::api::{self, ApiReply, ApiRequest, To, Who};
 use super::budget::Budget;
 use super::config::{Config, ConfigError, Listener, Mode};
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Pending, Phase};
 use super::envelope::{self, Target};
 use super::error::{HandshakeError, ProtocolError, RelayError};
 use super::frame::{encode_frame, OpCode};
-use super::handshake::{Request, RequestReader};
+use super::handshake::{ApiCall, Request, RequestReader};
 use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
 use super::metrics::{self, Gauges, Snapshot, TurnHistogram};
@@ -294,12 +296,14 @@ impl Relay {
                 reader: RequestReader::new(
                     self.config.handshake,
                     self.config.proxy_protocol && listener == Listener::Public,
+                    (listener == Listener::Admin && self.config.api_key.is_some()).then_some(self.config.max_api_body),
                 ),
                 deadline,
             },
             decoder: MessageDecoder::new(self.config.message),
             peer,
             counted_ip: None,
+            admitted: false,
             last_read: now,
             scheduled: None,
             rate: RateLimiter::default(),
@@ -320,7 +324,14 @@ impl Relay {
         }
         c.last_read = now;
         self.stats.bytes_received += bytes.len() as u64;
-        if let Phase::Handshake { reader, .. } = &mut c.phase {
+        if let Phase::Admitting { early, .. } = &mut c.phase {
+            // Kept for when the verdict comes, within what could be queued for it the other way.
+            if early.len() + bytes.len() > self.config.max_pending {
+                self.refuse(conn, HandshakeError::TooEarly);
+            } else {
+                early.extend_from_slice(bytes);
+            }
+        } else if let Phase::Handshake { reader, .. } = &mut c.phase {
             if reader.is_complete() {
                 // Answered, or waiting for the driver's answer: a client has no more to say.
                 return;
@@ -407,7 +418,7 @@ impl Relay {
         for conn in conns {
             let Some(c) = self.get_mut(conn) else { continue };
             match &mut c.phase {
-                Phase::Handshake { .. } => self.refuse(conn, HandshakeError::ShuttingDown),
+                Phase::Handshake { .. } | Phase::Admitting { .. } => self.refuse(conn, HandshakeError::ShuttingDown),
                 Phase::Open { seat, .. } => {
                     *seat = None;
                     self.start_close(conn, 1001, "server shutting down", CloseReason::Shutdown, now);
@@ -582,12 +593,16 @@ impl Relay {
             debug!("{conn} is {addr} (PROXY protocol)");
             c.peer = Some(addr);
         }
-        let (target, accept) = match request {
+        let upgrade = match request {
             Request::Get(resource) => {
                 self.serve(conn, listener, resource);
                 return false;
             }
-            Request::Upgrade { .. } if listener == Listener::Metrics => {
+            Request::Api(call) => {
+                self.call_api(conn, &call, now);
+                return false;
+            }
+            Request::Upgrade(_) if listener == Listener::Admin => {
                 self.refuse(conn, HandshakeError::NotFound);
                 return false;
             }
@@ -595,17 +610,42 @@ impl Relay {
                 self.refuse(conn, HandshakeError::ShuttingDown);
                 return false;
             }
-            Request::Upgrade { target, .. } if self.config.mode == Mode::Relay && !self.serves(&target) => {
-                self.hand_off(conn, shard_of(&target, self.shard.count), rest);
-                return false;
-            }
-            Request::Upgrade { origin: Some(origin), .. } if !self.origin_allowed(&origin) => {
-                self.refuse(conn, HandshakeError::ForbiddenOrigin);
-                return false;
-            }
-            Request::Upgrade { target, accept, .. } => (target, accept),
+            Request::Upgrade(upgrade) => upgrade,
         };
-        if let Err(full) = self.admit(conn, &target) {
+        // With admission on, a token may ride in the query; it never names the room.
+        let (room, query_token) = match self.config.admission {
+            true => admission::take_query_token(&upgrade.target),
+            false => (upgrade.target, None),
+        };
+        if self.config.mode == Mode::Relay && !self.serves(&room) {
+            self.hand_off(conn, shard_of(&room, self.shard.count), rest);
+            return false;
+        }
+        if upgrade.origin.as_ref().is_some_and(|origin| !self.origin_allowed(origin)) {
+            self.refuse(conn, HandshakeError::ForbiddenOrigin);
+            return false;
+        }
+        let pending = Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay };
+        if !self.config.admission {
+            return self.open_upgrade(conn, pending, None, now);
+        }
+        let c = self.get_mut(conn).expect("a request completes on a live connection");
+        let Phase::Handshake { deadline, .. } = c.phase else { unreachable!("only a handshake completes a request") };
+        let admission = Admission {
+            room: pending.room.clone(),
+            token: upgrade.token.or(query_token),
+            origin: upgrade.origin,
+            peer: c.peer,
+        };
+        c.phase = Phase::Admitting { upgrade: Box::new(pending), deadline, early: rest.to_vec() };
+        self.actions.push_back(Action::Admit { conn, admission });
+        false
+    }
+
+    /// Completes an upgrade the client may make: the caps, the 101, the room.
+    /// True if the connection is then open.
+    fn open_upgrade(&mut self, conn: ConnId, pending: Pending, subject: Option<Box<str>>, now: Instant) -> bool {
+        if let Err(full) = self.admit(conn, &pending.room) {
             self.refuse(conn, full);
             return false;
         }
@@ -614,19 +654,152 @@ impl Relay {
         self.pending -= 1;
         let mut answer = mem::take(&mut self.scratch);
         answer.clear();
-        http::accept_response(&accept, &mut answer);
+        http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
         let seat = match self.config.mode {
             Mode::Echo => {
                 self.push(conn, &answer, Bound::Exempt);
                 None
             }
-            Mode::Relay => Some(self.join(conn, &target, &mut answer)),
+            Mode::Relay => Some(self.join(conn, &pending.room, subject, &mut answer)),
         };
         self.scratch = answer;
         let c = self.get_mut(conn).expect("joining a room does not end the connection");
         c.phase = Phase::Open { seat, ping_sent: None };
         self.schedule(conn, now.checked_add(self.config.ping_interval));
         true
+    }
+
+    /// The driver's verdict on `conn`'s upgrade ([`Action::Admit`]). A verdict
+    /// for a connection that is no longer waiting (it left, or the handshake
+    /// timeout fired) is ignored.
+    pub fn handle_admission(&mut self, conn: ConnId, verdict: Verdict, now: Instant) {
+        let Some(Conn { phase: Phase::Admitting { upgrade, early, .. }, .. }) = self.get_mut(conn) else { return };
+        let (pending, early) = (mem::take(&mut **upgrade), mem::take(early));
+        match verdict {
+            Verdict::Accept { subject } => {
+                self.stats.admitted += 1;
+                let subject = subject.map(|s| cut(s, MAX_SUBJECT).into_boxed_str());
+                if self.open_upgrade(conn, pending, subject, now) {
+                    self.read_frames(conn, &early, now);
+                }
+            }
+            Verdict::Refuse(refusal) => {
+                self.stats.count_admission_refusal(refusal);
+                self.pending -= 1;
+                // A browser cannot read an HTTP status: the refusal is a close code after the 101.
+                let mut answer = mem::take(&mut self.scratch);
+                answer.clear();
+                http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+                self.push(conn, &answer, Bound::Exempt);
+                self.scratch = answer;
+                let deadline = now.checked_add(self.config.close_timeout);
+                let reason = CloseReason::Refused(refusal);
+                let c = self.get_mut(conn).expect("a connection waiting for its verdict is live");
+                c.phase = Phase::Closing { deadline, reason };
+                debug!("{conn} closing: {reason}");
+                self.push_close(conn, refusal.close_code(), refusal.reason());
+                self.schedule(conn, deadline);
+                // Its own close frame may be among what it sent meanwhile.
+                self.read_frames(conn, &early, now);
+            }
+        }
+        if let Some(c) = self.get_mut(conn) {
+            c.decoder.trim();
+        }
+        self.cut_slow_consumers();
+    }
+
+    /// A server API call on the operator's port: refused, carried out, or
+    /// (when this is one of several shards) handed to the driver.
+    fn call_api(&mut self, conn: ConnId, call: &ApiCall, now: Instant) {
+        let key = self.config.api_key.as_ref().expect("the reader reads API calls only when the API is on");
+        self.stats.api_calls += 1;
+        match api::parse(call, &key.0) {
+            Err(e) => {
+                let mut out = mem::take(&mut self.scratch);
+                out.clear();
+                api::refuse(&e, &mut out);
+                self.push(conn, &out, Bound::Exempt);
+                self.scratch = out;
+                self.finish(conn, CloseReason::HttpServed, Leftover::Flush);
+            }
+            Ok(request) if self.shard.count > 1 => self.actions.push_back(Action::Api { conn, request }),
+            Ok(request) => {
+                let reply = self.api(&request, now);
+                self.handle_api(conn, &request, &reply);
+            }
+        }
+    }
+
+    /// Carries out a server API request on this core, in order with the
+    /// messages around it, and says what it did. A driver of several shards
+    /// calls it on the shard(s) an [`Action::Api`] names, then drains that
+    /// core as after any input.
+    pub fn api(&mut self, request: &ApiRequest, now: Instant) -> ApiReply {
+        let reply = match request {
+            ApiRequest::Publish { room, to, data, binary } => self.publish(room, *to, data, *binary),
+            ApiRequest::Rooms { prefix, limit } => ApiReply::Rooms(
+                self.rooms.with_prefix(prefix).take(*limit).map(|r| (r.name.to_vec(), r.members().len())).collect(),
+            ),
+            ApiRequest::Presence { room } => match self.rooms.by_name(room) {
+                Some(r) => ApiReply::Presence(
+                    r.members().iter().map(|m| (m.id, m.subject.as_deref().map(String::from))).collect(),
+                ),
+                None => ApiReply::NoSuchRoom,
+            },
+            ApiRequest::Disconnect { who, reason } => {
+                let conns: Vec<ConnId> = match who {
+                    Who::Member { room, id } => match self.rooms.by_name(room) {
+                        Some(r) => r.find(*id).map(|m| m.conn).into_iter().collect(),
+                        None => return ApiReply::NoSuchRoom,
+                    },
+                    Who::Subject(subject) => (self.rooms.iter())
+                        .flat_map(|r| r.members().iter())
+                        .filter(|m| m.subject.as_deref() == Some(subject.as_str()))
+                        .map(|m| m.conn)
+                        .collect(),
+                };
+                for &c in &conns {
+                    self.start_close(c, 4000, reason, CloseReason::Disconnected, now);
+                }
+                ApiReply::Disconnected(conns.len() as u64)
+            }
+        };
+        self.cut_slow_consumers();
+        reply
+    }
+
+    /// Answers `conn`'s server API call with what `request` came to.
+    pub fn handle_api(&mut self, conn: ConnId, request: &ApiRequest, reply: &ApiReply) {
+        if !matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })) {
+            return;
+        }
+        let (status, body) = api::answer(request, reply);
+        let mut out = mem::take(&mut self.scratch);
+        out.clear();
+        api::respond(status, &body, &mut out);
+        self.push(conn, &out, Bound::Exempt);
+        self.scratch = out;
+        self.finish(conn, CloseReason::HttpServed, Leftover::Flush);
+    }
+
+    /// `0 <data>` to `to` in `room`: the server speaking, as no client can.
+    fn publish(&mut self, room: &[u8], to: To, data: &[u8], binary: bool) -> ApiReply {
+        let Some(r) = self.rooms.by_name(room) else { return ApiReply::NoSuchRoom };
+        let mut recipients = mem::take(&mut self.recipients);
+        recipients.clear();
+        match to {
+            To::All => recipients.extend(r.members().iter().map(|m| m.conn)),
+            To::Id(id) => recipients.extend(r.find(id).map(|m| m.conn)),
+        }
+        let mut frame = mem::take(&mut self.notice);
+        frame.clear();
+        encode_frame(&mut frame, if binary { OpCode::Binary } else { OpCode::Text }, &[b"0 ", data]);
+        let told = self.broadcast(&frame, &recipients);
+        self.stats.deliveries += told;
+        self.notice = frame;
+        self.recipients = recipients;
+        ApiReply::Published(told)
     }
 
     /// True if this shard serves the room named `target`.
@@ -659,7 +832,7 @@ impl Relay {
         out.clear();
         match resource {
             Resource::Health => http::text_response(http::Status::Ok, "ok", head_only, &mut out),
-            Resource::Metrics if self.config.metrics_from_driver => {
+            Resource::Metrics if self.shard.count > 1 => {
                 self.scratch = out;
                 self.actions.push_back(Action::Metrics { conn });
                 return;
@@ -731,14 +904,16 @@ impl Relay {
             counted_ip.inspect(|&ip| self.budget.give_address(ip));
             return Err(HandshakeError::TooManyRooms);
         }
-        self.get_mut(conn).expect("a connection being admitted is live").counted_ip = counted_ip;
+        let c = self.get_mut(conn).expect("a connection being admitted is live");
+        c.counted_ip = counted_ip;
+        c.admitted = true;
         Ok(())
     }
 
     /// Adds `conn` to the room: it hears `self` and who is there, in one write
     /// with the 101 response already in `answer`; the others hear `join`.
-    fn join(&mut self, conn: ConnId, room_name: &[u8], answer: &mut Vec<u8>) -> Seat {
-        let seat = self.rooms.join(room_name, conn);
+    fn join(&mut self, conn: ConnId, room_name: &[u8], subject: Option<Box<str>>, answer: &mut Vec<u8>) -> Seat {
+        let seat = self.rooms.join(room_name, conn, subject);
         let mut digits = [0; 20];
         let me = envelope::format_id(seat.id, &mut digits);
         encode_frame(answer, OpCode::Text, &[me, b" self"]);
@@ -829,7 +1004,7 @@ impl Relay {
         let (closing, seat) = match c.phase {
             Phase::Open { seat, .. } => (None, seat),
             Phase::Closing { reason, .. } => (Some(reason), None),
-            Phase::Handshake { .. } | Phase::Done => return (0, Step::Gone),
+            Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Done => return (0, Step::Gone),
         };
         let (used, message) = match c.decoder.decode(bytes) {
             Ok((used, Some(message))) => (used, message),
@@ -904,12 +1079,14 @@ impl Relay {
         let last_read = c.last_read;
         let reached = |at: Option<Instant>| at.is_some_and(|at| now >= at);
         match &mut c.phase {
-            Phase::Handshake { deadline, .. } if reached(*deadline) => self.refuse(conn, HandshakeError::Timeout),
+            Phase::Handshake { deadline, .. } | Phase::Admitting { deadline, .. } if reached(*deadline) => {
+                self.refuse(conn, HandshakeError::Timeout);
+            }
             Phase::Closing { deadline, reason } if reached(*deadline) => {
                 let reason = *reason;
                 self.finish(conn, reason, Leftover::Flush);
             }
-            Phase::Handshake { deadline, .. } | Phase::Closing { deadline, .. } => {
+            Phase::Handshake { deadline, .. } | Phase::Admitting { deadline, .. } | Phase::Closing { deadline, .. } => {
                 let at = *deadline;
                 self.schedule(conn, at);
             }
@@ -975,15 +1152,16 @@ impl Relay {
         self.leave(conn, reason);
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
         match c.phase {
-            Phase::Handshake { .. } => self.pending -= 1,
-            Phase::Open { .. } | Phase::Closing { .. } => {
-                self.open -= 1;
-                self.budget.give_client();
-                if let Some(ip) = c.counted_ip.take() {
-                    self.budget.give_address(ip);
-                }
-            }
+            Phase::Handshake { .. } | Phase::Admitting { .. } => self.pending -= 1,
+            Phase::Open { .. } | Phase::Closing { .. } => {}
             Phase::Done => return,
+        }
+        if mem::take(&mut c.admitted) {
+            self.open -= 1;
+            self.budget.give_client();
+            if let Some(ip) = c.counted_ip.take() {
+                self.budget.give_address(ip);
+            }
         }
         c.phase = Phase::Done;
         // Frees what a message in progress held.
@@ -1025,6 +1203,15 @@ fn conns_alive(conns: &Slab<Conn>, conn: ConnId) -> bool {
     conns.get(conn.index()).is_some_and(|c| c.id == conn)
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(end);
+    }
+    s
+}
+
 /// The content type of `/metrics`: Prometheus' text format, version 0.0.4.
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -1033,7 +1220,7 @@ fn ending_reason(c: &Conn) -> Option<CloseReason> {
     match c.phase {
         // A client dropping the line after the relay's close frame ends for the relay's reason.
         Phase::Closing { reason, .. } => Some(reason),
-        Phase::Handshake { .. } | Phase::Open { .. } => Some(CloseReason::TransportClosed),
+        Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Open { .. } => Some(CloseReason::TransportClosed),
         Phase::Done => None,
     }
 }

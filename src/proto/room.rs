@@ -18,12 +18,14 @@ pub(crate) struct Seat {
 }
 
 /// A client in a room.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Member {
     /// The id the room gave it.
     pub(crate) id: u64,
     /// Its connection.
     pub(crate) conn: ConnId,
+    /// Who it is to the game's backend, if admission said.
+    pub(crate) subject: Option<Box<str>>,
 }
 
 /// One room: members sorted by id, which is also join order.
@@ -42,8 +44,8 @@ impl Room {
     }
 
     /// The member with this id.
-    pub(crate) fn find(&self, id: u64) -> Option<Member> {
-        self.members.binary_search_by_key(&id, |m| m.id).ok().map(|i| self.members[i])
+    pub(crate) fn find(&self, id: u64) -> Option<&Member> {
+        self.members.binary_search_by_key(&id, |m| m.id).ok().map(|i| &self.members[i])
     }
 }
 
@@ -57,7 +59,7 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     /// Adds `conn` to the room named `name`, creating it if it is new.
-    pub(crate) fn join(&mut self, name: &[u8], conn: ConnId) -> Seat {
+    pub(crate) fn join(&mut self, name: &[u8], conn: ConnId, subject: Option<Box<str>>) -> Seat {
         let key = match self.by_name.get(name) {
             Some(&key) => key,
             None => {
@@ -69,7 +71,7 @@ impl Rooms {
         let room = &mut self.rooms[key];
         let id = room.next_id;
         room.next_id += 1;
-        room.members.push(Member { id, conn });
+        room.members.push(Member { id, conn, subject });
         Seat { room: RoomKey(key), id }
     }
 
@@ -96,6 +98,19 @@ impl Rooms {
     /// The room named `name`.
     pub(crate) fn by_name(&self, name: &[u8]) -> Option<&Room> {
         self.by_name.get(name).and_then(|&k| self.rooms.get(k))
+    }
+
+    /// Every room, by name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.by_name.values().map(|&k| &self.rooms[k])
+    }
+
+    /// Rooms whose names start with `prefix`, in name order.
+    pub(crate) fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Room> {
+        self.by_name
+            .range(Box::<[u8]>::from(prefix)..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, &k)| &self.rooms[k])
     }
 
     /// How many rooms have clients.

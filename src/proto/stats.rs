@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::action::{CloseKind, CloseReason};
+use super::admission::Refusal;
 use super::http::Status;
 
 /// Running totals since the core started.
@@ -27,14 +28,28 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Upgrades handed to the shard that serves their room.
     pub handoffs: u64,
+    /// Upgrades admission let in.
+    pub admitted: u64,
+    /// Server API calls, answered or refused.
+    pub api_calls: u64,
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
+    admission_refusals: [u64; Refusal::COUNT],
 }
 
 impl Stats {
     /// Connections ended for reasons of this kind.
     pub fn closes(&self, kind: CloseKind) -> u64 {
         self.closes[kind as usize]
+    }
+
+    /// Upgrades admission kept out for this reason.
+    pub fn admission_refusals(&self, refusal: Refusal) -> u64 {
+        self.admission_refusals[refusal as usize]
+    }
+
+    pub(crate) fn count_admission_refusal(&mut self, refusal: Refusal) {
+        self.admission_refusals[refusal as usize] += 1;
     }
 
     /// Requests refused with this HTTP status.
@@ -59,8 +74,11 @@ impl Stats {
             bytes_received,
             bytes_sent,
             handoffs,
+            admitted,
+            api_calls,
             closes,
             refused,
+            admission_refusals,
         } = other;
         self.connections += connections;
         self.upgrades += upgrades;
@@ -71,6 +89,9 @@ impl Stats {
         self.bytes_received += bytes_received;
         self.bytes_sent += bytes_sent;
         self.handoffs += handoffs;
+        self.admitted += admitted;
+        self.api_calls += api_calls;
+        self.admission_refusals.iter_mut().zip(admission_refusals).for_each(|(a, b)| *a += b);
         self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
         self.refused.iter_mut().zip(refused).for_each(|(a, b)| *a += b);
     }

@@ -20,6 +20,7 @@ use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::token::Verifier;
 use crate::{Budget, Config, ConfigError, Relay, Shard as Place, MAX_DURATION};
 use shard::{Mailbox, Parts, Shard, WAKER};
 
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Shards: threads, each with its own poll loop and core.
     pub threads: usize,
+    /// Checks a token on every upgrade; `None` lets everyone in.
+    pub tokens: Option<Verifier>,
 }
 
 /// Why the server cannot start.
@@ -89,7 +92,7 @@ impl Server {
         // Connections in their handshake arrive spread evenly over the shards'
         // sockets, so each takes its share of the cap.
         relay.capacity.max_handshakes = relay.capacity.max_handshakes.div_ceil(count);
-        relay.metrics_from_driver = count > 1;
+        relay.admission = config.tokens.is_some();
         let budget = Budget::new();
         let relays = (0..count)
             .map(|index| Relay::sharded(relay.clone(), Place { index, count }, budget.clone()))
@@ -122,6 +125,7 @@ impl Server {
                     mailboxes: mailboxes.clone(),
                     inbox,
                     drain_timeout: config.drain_timeout,
+                    verifier: config.tokens.clone(),
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;

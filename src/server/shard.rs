@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -22,7 +22,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::{render_metrics, Action, CloseReason, ConnId, Listener, Relay, Snapshot};
+use crate::token::Verifier;
+use crate::{render_metrics, shard_of, Action, ApiReply, ApiRequest, CloseReason, ConnId, Listener, Relay, Snapshot};
 
 /// Special tokens sit at the top of the range, where slots never reach.
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -60,6 +61,10 @@ pub(super) enum Command {
     Snapshot { from: usize, conn: ConnId },
     /// Your snapshot for the scrape on `conn`.
     SnapshotReply { conn: ConnId, snapshot: Box<Snapshot> },
+    /// Carry out this server API request for shard `from`'s call on `conn`.
+    Api { from: usize, conn: ConnId, request: Box<ApiRequest> },
+    /// What the request for the call on `conn` came to here.
+    ApiReply { conn: ConnId, reply: ApiReply },
     /// Stop: close every client and exit once they are gone.
     Shutdown,
 }
@@ -117,8 +122,10 @@ pub(super) struct Shard {
     /// Every shard's mailbox, this one's included.
     mailboxes: Arc<[Mailbox]>,
     inbox: Receiver<Command>,
-    /// Scrapes waiting for the other shards' snapshots.
-    scrapes: Vec<(ConnId, Vec<Snapshot>)>,
+    /// Scrapes and API calls waiting for other shards' answers.
+    gathering: Vec<Gathering>,
+    /// Checks the tokens of upgrades, when admission is on.
+    verifier: Option<Verifier>,
     /// By connection slot.
     clients: Vec<Option<Client>>,
     lingering: Slab<Lingering>,
@@ -157,6 +164,22 @@ pub(super) struct Parts {
     pub(super) mailboxes: Arc<[Mailbox]>,
     pub(super) inbox: Receiver<Command>,
     pub(super) drain_timeout: Duration,
+    pub(super) verifier: Option<Verifier>,
+}
+
+/// A request on this shard that waits for other shards' answers.
+struct Gathering {
+    conn: ConnId,
+    /// Answers still to come.
+    missing: usize,
+    what: Gathered,
+}
+
+enum Gathered {
+    /// Every shard's snapshot, for `/metrics`.
+    Metrics(Vec<Snapshot>),
+    /// An API call and the replies so far.
+    Api(Box<ApiRequest>, Vec<ApiReply>),
 }
 
 /// What a deadline in `Shard::deadlines` is for.
@@ -179,6 +202,7 @@ impl Shard {
             mailboxes,
             inbox,
             drain_timeout,
+            verifier,
         } = parts;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if let Some(l) = &mut metrics_listener {
@@ -197,7 +221,8 @@ impl Shard {
             relay,
             mailboxes,
             inbox,
-            scrapes: Vec::new(),
+            gathering: Vec::new(),
+            verifier,
             clients: Vec::new(),
             lingering: Slab::new(),
             to_flush: Vec::new(),
@@ -232,7 +257,7 @@ impl Shard {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(Listener::Public, now),
-                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
+                    METRICS_LISTENER => self.accept(Listener::Admin, now),
                     SIGNALS => {
                         if self.signals.as_mut().is_some_and(|s| s.pending().next().is_some()) {
                             if self.drain_deadline.is_some() {
@@ -262,7 +287,7 @@ impl Shard {
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
                 self.accept(Listener::Public, now);
-                self.accept(Listener::Metrics, now);
+                self.accept(Listener::Admin, now);
             }
             std::mem::swap(&mut self.to_read, &mut self.working);
             for i in 0..self.working.len() {
@@ -407,19 +432,54 @@ impl Shard {
                     self.send(from, Command::SnapshotReply { conn, snapshot: Box::new(snapshot) });
                 }
                 Command::SnapshotReply { conn, snapshot } => {
-                    let Some(at) = self.scrapes.iter().position(|(c, _)| *c == conn) else { continue };
-                    self.scrapes[at].1.push(*snapshot);
-                    if self.scrapes[at].1.len() == self.mailboxes.len() {
-                        let (conn, mut snapshots) = self.scrapes.swap_remove(at);
-                        snapshots.sort_by_key(Snapshot::shard);
-                        let mut page = Vec::with_capacity(8192);
-                        render_metrics(&snapshots, &mut page);
-                        self.relay.handle_metrics(conn, &page);
+                    if let Some(Gathered::Metrics(snapshots)) = self.gathered(conn) {
+                        snapshots.push(*snapshot);
                     }
+                    self.complete(conn);
+                }
+                Command::Api { from, conn, request } => {
+                    let reply = self.relay.api(&request, now);
+                    self.send(from, Command::ApiReply { conn, reply });
+                }
+                Command::ApiReply { conn, reply } => {
+                    if let Some(Gathered::Api(_, replies)) = self.gathered(conn) {
+                        replies.push(reply);
+                    }
+                    self.complete(conn);
                 }
                 Command::Shutdown => self.begin_shutdown(now),
             }
             self.apply();
+        }
+    }
+
+    /// The answers gathered so far for the request on `conn`, one more of
+    /// which has just come.
+    fn gathered(&mut self, conn: ConnId) -> Option<&mut Gathered> {
+        let g = self.gathering.iter_mut().find(|g| g.conn == conn)?;
+        g.missing -= 1;
+        Some(&mut g.what)
+    }
+
+    /// Answers the request on `conn` once every answer it waits for has come.
+    fn complete(&mut self, conn: ConnId) {
+        let Some(at) = self.gathering.iter().position(|g| g.conn == conn && g.missing == 0) else { return };
+        let Gathering { what, .. } = self.gathering.swap_remove(at);
+        match what {
+            Gathered::Metrics(mut snapshots) => {
+                snapshots.sort_by_key(Snapshot::shard);
+                let mut page = Vec::with_capacity(8192);
+                render_metrics(&snapshots, &mut page);
+                self.relay.handle_metrics(conn, &page);
+            }
+            Gathered::Api(request, replies) => {
+                let limit = match *request {
+                    ApiRequest::Rooms { limit, .. } => limit,
+                    _ => 0,
+                };
+                let reply = ApiReply::merge(replies, limit);
+                self.relay.handle_api(conn, &request, &reply);
+            }
         }
     }
 
@@ -517,9 +577,32 @@ impl Shard {
                     self.send(shard, Command::Adopt { from: conn, stream, listener, peer, bytes });
                 }
                 Action::Metrics { conn } => {
-                    self.scrapes.push((conn, vec![self.relay.snapshot()]));
+                    let missing = self.mailboxes.len() - 1;
+                    let what = Gathered::Metrics(vec![self.relay.snapshot()]);
+                    self.gathering.push(Gathering { conn, missing, what });
                     for shard in (0..self.mailboxes.len()).filter(|&s| s != self.index) {
                         self.send(shard, Command::Snapshot { from: self.index, conn });
+                    }
+                }
+                Action::Admit { conn, admission } => {
+                    let verifier = self.verifier.as_ref().expect("admission is on only with a verifier");
+                    // The wall clock, for the tokens' exp and nbf: read once per upgrade, never per message.
+                    let verdict = verifier.verdict(&admission, SystemTime::now());
+                    self.relay.handle_admission(conn, verdict, self.now);
+                }
+                Action::Api { conn, request } => {
+                    // A room's shard carries out what concerns the room, in order with its
+                    // messages; what concerns every room goes to every shard.
+                    let count = self.mailboxes.len();
+                    let shards: Vec<usize> = match request.room() {
+                        Some(room) => vec![shard_of(room, count)],
+                        None => (0..count).collect(),
+                    };
+                    let what = Gathered::Api(Box::new(request.clone()), Vec::new());
+                    self.gathering.push(Gathering { conn, missing: shards.len(), what });
+                    for shard in shards {
+                        let request = Box::new(request.clone());
+                        self.send(shard, Command::Api { from: self.index, conn, request });
                     }
                 }
                 Action::Close { conn, reason } => {

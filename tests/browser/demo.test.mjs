@@ -11,7 +11,9 @@
 // Prints one line per check and closes with "N passed, N failed"; exits 1 on any failure.
 
 import { spawn } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { createHmac } from 'node:crypto'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
 
@@ -80,9 +82,9 @@ async function waitState (page, what, cond, timeout = T) {
 
 // ---- a private relay, which the reconnection check stops and restarts --------
 
-function startRelay (listen) {
+function startRelay (listen, extra = ['--max-room-clients', '2']) {
   return new Promise((resolve, reject) => {
-    const child = spawn(relayBin, ['--listen', listen, '--max-room-clients', '2'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(relayBin, ['--listen', listen, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     const timer = setTimeout(() => reject(new Error(`private relay did not start: ${err}`)), T)
@@ -90,9 +92,10 @@ function startRelay (listen) {
     child.stdout.on('data', (d) => {
       out += d
       const m = /^listening on (\S+)$/m.exec(out)
-      if (m) {
+      const admin = /^metrics on (\S+)$/m.exec(out)
+      if (m && (admin || !extra.includes('--admin-listen'))) {
         clearTimeout(timer)
-        resolve({ child, addr: m[1] })
+        resolve({ child, addr: m[1], admin: admin && admin[1] })
       }
     })
     child.on('error', reject)
@@ -105,6 +108,14 @@ function stopRelay (child, signal = 'SIGTERM') {
     child.once('exit', () => resolve())
     child.kill(signal)
   })
+}
+
+// ---- tokens, as a game's backend mints them (HS256) --------------------------
+
+const b64url = (s) => Buffer.from(s).toString('base64url')
+function mintToken (secret, claims) {
+  const signed = `${b64url('{"alg":"HS256","typ":"JWT"}')}.${b64url(JSON.stringify(claims))}`
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`
 }
 
 // ---- the run ----------------------------------------------------------------
@@ -420,6 +431,56 @@ try {
       p.close()
       r.close()
     })
+    await stopRelay(private_.child, 'SIGTERM')
+  })
+
+  await check('a token function joins a checking relay, a 4401 asks it again, a 4403 stops; server messages arrive', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ws-relay-browser-'))
+    const secret = 'the backend secret'
+    writeFileSync(join(dir, 'secret'), secret + '\n')
+    writeFileSync(join(dir, 'key'), 'api key\n')
+    private_ = await startRelay('127.0.0.1:0', ['--token-secret-file', join(dir, 'secret'),
+      '--admin-listen', '127.0.0.1:0', '--api-key-file', join(dir, 'key')])
+    const origin = 'http://' + private_.addr
+    // The page's token function calls the backend (here: this test) for each connect.
+    let calls = 0
+    await api.exposeFunction('backendToken', (room, expired) => {
+      calls++
+      const exp = Math.floor(Date.now() / 1000) + (expired ? -60 : 60)
+      return mintToken(secret, { exp, room, sub: 'player-1' })
+    })
+    await api.evaluate(async (origin) => {
+      let first = true
+      const t = client(origin + '/tok', { baseDelay: 100, maxDelay: 400, token: () => {
+        // An expired token first: the relay says 4401, and the helper asks again.
+        const expired = first
+        first = false
+        return window.backendToken('/ws-relay/tok', expired)
+      } })
+      t.onstart = function (source, data) { this.log.push(['onstart', source, data]) }
+      eq(await readyOf(t), '1', 'joined with the fresh token')
+      eq(t.seen('ondisconnect').map((e) => e[1]), [4401], 'the expired token was refused first')
+      window.tok = t
+    }, origin)
+    if (calls !== 2) throw new Error(`the token function was called ${calls} times, not 2`)
+    const published = await fetch(`http://${private_.admin}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer api key', 'content-type': 'application/json' },
+      body: JSON.stringify({ room: '/ws-relay/tok', to: '*', data: 'start round 1' })
+    })
+    assert(published.status === 200, `publish answered ${published.status}`)
+    assert((await published.json()).delivered === 1, 'delivered to the one player')
+    await api.evaluate(async (origin) => {
+      await until('the server message', () => tok.seen('onstart').length === 1)
+      eq(tok.seen('onstart'), [['onstart', '0', 'round 1']], 'from id 0, to the on<type> handler')
+      tok.close()
+      // A valid token for another room: 4403, and no retry.
+      const other = client(origin + '/tok', { token: () => window.backendToken('/ws-relay/other', false) })
+      const error = await readyOf(other).then(String, (e) => e.message)
+      eq([error.startsWith('ws-relay: closed by the relay (4403'), other.closed], [true, true], 'after a 4403')
+      eq(other.seen('ondisconnect').map((e) => [e[1], e[3]]), [[4403, false]], 'ondisconnect(4403, ..., false)')
+    }, origin)
+    await stopRelay(private_.child, 'SIGTERM')
   })
 
   await check('closing page 2 removes its player from page 1', async () => {

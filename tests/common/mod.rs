@@ -45,7 +45,7 @@ impl Relay {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("listening on ").expect("first line names the address").parse().unwrap();
-        let metrics = flags.contains(&"--metrics-listen").then(|| {
+        let metrics = flags.iter().any(|f| matches!(*f, "--metrics-listen" | "--admin-listen")).then(|| {
             line.clear();
             stdout.read_line(&mut line).unwrap();
             line.trim().strip_prefix("metrics on ").expect("second line names the metrics address").parse().unwrap()

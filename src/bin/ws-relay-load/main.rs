@@ -88,6 +88,10 @@ struct Args {
     /// than the kernel's socket buffers, so the relay holds part of it.
     #[arg(long, default_value_t = 6)]
     lag_mib: usize,
+    /// Join with a token signed with this file's secret (the relay's
+    /// `--token-secret-file`), opening every room under `--prefix`.
+    #[arg(long)]
+    token_secret_file: Option<std::path::PathBuf>,
     /// The relay's process id, to report its CPU time and memory.
     #[arg(long)]
     relay_pid: Option<u32>,
@@ -134,6 +138,16 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let mut fleet = Fleet::new(args.addr, args.prefix.clone()).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.token_secret_file {
+        let mut secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if secret.last() == Some(&b'\n') {
+            secret.pop();
+        }
+        // One token for the whole run: the relay checks it on every upgrade
+        // all the same, and the tool's CPU stays on the connections.
+        let claims = serde_json::json!({"exp": ws_relay::token::unix_now() + 86_400.0, "room_prefix": args.prefix});
+        fleet = fleet.with_token(ws_relay::token::mint(&claims, &secret));
+    }
     match args.mode {
         Mode::Fixed => {
             fleet.join_rooms(args.rooms, args.clients)?;

@@ -114,6 +114,7 @@ pub struct Fleet {
     tally: Tally,
     latency: Histogram<u64>,
     dirty: Vec<usize>,
+    token: Option<String>,
 }
 
 impl Fleet {
@@ -130,7 +131,15 @@ impl Fleet {
             tally: Tally::default(),
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
             dirty: Vec::new(),
+            token: None,
         })
+    }
+
+    /// Every upgrade from now on offers `token` the way ws-relay.js does, in
+    /// `Sec-WebSocket-Protocol`, so the relay checks one on each.
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Clients with an open WebSocket.
@@ -153,7 +162,13 @@ impl Fleet {
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| e.to_string())?;
-        let request = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        let mut request = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        if let Some(token) = &self.token {
+            request.truncate(request.len() - 2);
+            request.extend_from_slice(
+                format!("Sec-WebSocket-Protocol: ws-relay, ws-relay.token.{token}\r\n\r\n").as_bytes(),
+            );
+        }
         let out = if upgrade { request } else { Vec::new() };
         entry.insert(Client {
             stream,
