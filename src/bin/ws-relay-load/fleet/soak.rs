@@ -99,6 +99,18 @@ fn fds(pid: u32) -> usize {
 }
 
 impl Fleet {
+    /// Waits until `key` has its `self`.
+    fn wait_open(&mut self, key: usize) -> Result<(), String> {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while self.clients[key].state != State::Open {
+            if Instant::now() > give_up || self.clients[key].state == State::Closed {
+                return Err("a client of the lagging pair did not join".into());
+            }
+            self.turn(Some(Duration::from_millis(10)), None)?;
+        }
+        Ok(())
+    }
+
     /// Runs `plan`; the report says whether anything was lost.
     pub fn soak(&mut self, plan: &SoakPlan) -> Result<SoakReport, String> {
         let sample = |pid: Option<u32>| pid.map_or((0, 0), |p| (rss_kib(p).unwrap_or(0), fds(p)));
@@ -108,8 +120,12 @@ impl Fleet {
         let good: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         // The lagging pair, in a room of its own: the streamer is id 1, the lagger id 2.
         let lag_room = plan.rooms;
+        // One after the other: with several shards, two upgrades racing to a
+        // room may join in either order, and the stream is addressed by id.
         let streamer = self.connect_as(lag_room, false, Behaviour::Streamer, true)?;
+        self.wait_open(streamer)?;
         let lagger = self.connect_as(lag_room, false, Behaviour::Lagger, true)?;
+        self.wait_open(lagger)?;
         self.clients[lagger].read_budget = Some(0);
         let (mut streamed, mut streamed_bytes) = (0u64, 0usize);
         let (mut lag_held, mut crowd_input, mut crowd_baseline) = (0u64, 0u64, 0u64);
