@@ -50,6 +50,7 @@ pub use proto::error::{HandshakeError, ProtocolError, RelayError};
 pub use proto::metrics::{render as render_metrics, Snapshot};
 pub use proto::relay::Relay;
 pub use proto::shard::{shard_of, Shard};
+pub use proto::state::{ImportError, STATE_VERSION};
 pub use proto::stats::Stats;
 
 /// The README's examples, compiled and run as doctests.

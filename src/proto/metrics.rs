@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::action::CloseKind;
 use super::admission::Refusal;
 use super::http::Status;
+use super::state::{ImportError, Reader, Writer};
 use super::stats::Stats;
 
 /// Upper bounds of the turn-duration buckets in microseconds: powers of two
@@ -36,6 +37,26 @@ impl TurnHistogram {
     /// Turns counted.
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.len(self.counts.len());
+        self.counts.iter().for_each(|&n| w.u64(n));
+        w.u64(self.sum_nanos as u64);
+        w.u64((self.sum_nanos >> 64) as u64);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let mut h = Self::default();
+        let n = r.index()?;
+        if n != h.counts.len() {
+            return Err(ImportError::Corrupt("another set of loop-turn buckets"));
+        }
+        for c in &mut h.counts {
+            *c = r.u64()?;
+        }
+        h.sum_nanos = u128::from(r.u64()?) | u128::from(r.u64()?) << 64;
+        Ok(h)
     }
 
     fn add(&mut self, other: &TurnHistogram) {

@@ -8,6 +8,7 @@
 //! touches these few bytes per recipient and nothing else.
 
 use super::action::ConnId;
+use super::state::{ImportError, Reader, Writer};
 
 /// An output buffer emptied after holding more than this gives its memory
 /// back, so a burst does not pin memory for the connection's lifetime.
@@ -118,6 +119,26 @@ impl Outputs {
     /// `conn`'s output, while `conn` holds its slot.
     pub(crate) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Slot> {
         self.slots.get_mut(conn.index()).filter(|s| s.id == Some(conn))
+    }
+
+    /// Writes `conn`'s unwritten bytes and whether it passed its bound.
+    pub(crate) fn save(&self, conn: ConnId, w: &mut Writer) {
+        let slot = self.get(conn);
+        w.bytes(slot.map_or(&[], |s| s.output.pending()));
+        w.bool(slot.is_some_and(|s| s.overflowed));
+    }
+
+    /// Starts `conn`'s output with what [`save`](Self::save) wrote; `finished`
+    /// for a connection the core is done with.
+    pub(crate) fn load(&mut self, conn: ConnId, finished: bool, r: &mut Reader<'_>) -> Result<(), ImportError> {
+        let pending = r.bytes()?;
+        let overflowed = r.bool()?;
+        self.open(conn);
+        let slot = &mut self.slots[conn.index()];
+        slot.output.buf().extend_from_slice(pending);
+        slot.overflowed = overflowed;
+        slot.finished = finished;
+        Ok(())
     }
 
     /// Frees `conn`'s slot and whatever it still held.

@@ -1,6 +1,6 @@
 //! [`Relay`]: every connection, every room, and the routing between them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -27,6 +27,7 @@ use super::proxy::Proxied;
 use super::rate::RateLimiter;
 use super::room::{Rooms, Seat};
 use super::shard::{shard_of, Shard};
+use super::state::{ImportError, Reader, Writer, MAGIC as STATE_MAGIC, STATE_VERSION};
 use super::stats::Stats;
 use super::timer::TimerQueue;
 
@@ -429,6 +430,172 @@ impl Relay {
         self.cut_slow_consumers();
     }
 
+    /// The relay's whole state as bytes ([format](crate::STATE_VERSION)):
+    /// every room, member and connection, with deadlines as the time left
+    /// after `now`. Another relay, in this process or a new one, picks it up
+    /// with [`import_state`](Self::import_state) and carries on byte for byte
+    /// where this one is; meanwhile this one is unchanged, and serves on if
+    /// the other never confirms.
+    ///
+    /// Export between inputs, with the actions drained: an action not yet
+    /// taken is not part of the state. The driver hands over what it holds
+    /// itself — each connection's transport, and which connections it is
+    /// closing (those whose [`Action::Close`] it had).
+    pub fn export_state(&self, now: Instant) -> Vec<u8> {
+        let mut w = Writer::new(now);
+        w.out.extend_from_slice(STATE_MAGIC);
+        w.u16(STATE_VERSION);
+        // `sharded` keeps the count within 16 bits.
+        w.u16(self.shard.index as u16);
+        w.u16(self.shard.count as u16);
+        w.u32(self.next_generation);
+        w.bool(self.shutting_down);
+        self.stats.save(&mut w);
+        self.turns.save(&mut w);
+        self.rooms.save(&mut w);
+        w.len(self.conns.len());
+        for (_, c) in &self.conns {
+            c.save(&mut w);
+            self.outputs.save(c.id, &mut w);
+        }
+        let handshakes: Vec<ConnId> = (self.arrivals.iter().copied())
+            .filter(|&conn| matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })))
+            .collect();
+        w.len(handshakes.len());
+        handshakes.into_iter().for_each(|conn| w.conn(conn));
+        w.out
+    }
+
+    /// Takes over the state another relay exported with
+    /// [`export_state`](Self::export_state): this relay must be new (no
+    /// connection yet), be the same shard of as many, and have its own
+    /// configuration, which applies from now on. Deadlines keep the time
+    /// they had left. On error nothing has changed.
+    ///
+    /// Then drain [`poll_action`](Self::poll_action) as after any input:
+    /// an upgrade that was waiting for its admission verdict is asked about
+    /// again ([`Action::Admit`]), since the exporting driver's answer will
+    /// not come; a request that was waiting for other shards' answers (a
+    /// scrape or an API call gathered across shards) is answered 503, since
+    /// they are not part of the state. Every connection with bytes to write
+    /// is named by [`poll_transmit`](Self::poll_transmit).
+    pub fn import_state(&mut self, state: &[u8], now: Instant) -> Result<(), ImportError> {
+        if !self.conns.is_empty() || self.rooms.len() > 0 {
+            return Err(ImportError::NotEmpty);
+        }
+        let corrupt = ImportError::Corrupt;
+        let mut r = Reader::new(state, now, self.shard.index as u16);
+        if r.take(STATE_MAGIC.len()).ok() != Some(&STATE_MAGIC[..]) {
+            return Err(ImportError::NotAState);
+        }
+        match r.u16()? {
+            STATE_VERSION => {}
+            other => return Err(ImportError::UnknownVersion(other)),
+        }
+        let exported = (usize::from(r.u16()?), usize::from(r.u16()?));
+        if exported != (self.shard.index, self.shard.count) {
+            return Err(ImportError::ShardMismatch { exported, here: (self.shard.index, self.shard.count) });
+        }
+        let next_generation = r.u32()?;
+        let shutting_down = r.bool()?;
+        let stats = Stats::load(&mut r)?;
+        let turns = TurnHistogram::load(&mut r)?;
+        let caps = self.config.capacity;
+        let rooms = Rooms::load(&mut r, caps.max_rooms)?;
+        // No slot is ever far past what the caps let a relay hold at once.
+        let max_slot = caps.max_clients.saturating_add(caps.max_handshakes).saturating_mul(4).saturating_add(1024);
+        let count = r.len()?;
+        let mut conns = Vec::with_capacity(count);
+        let mut outputs = Outputs::default();
+        let mut slots = BTreeSet::new();
+        for _ in 0..count {
+            let c = Conn::load(&mut r, &self.config)?;
+            if c.id.index() >= max_slot || !slots.insert(c.id.index()) {
+                return Err(corrupt("a connection slot past the caps, or taken twice"));
+            }
+            let done = matches!(c.phase, Phase::Done);
+            outputs.load(c.id, done, &mut r)?;
+            if done && outputs.get(c.id).is_some_and(|s| s.output.backlog() == 0) {
+                return Err(corrupt("a finished connection with nothing left to write"));
+            }
+            conns.push((c.id.index(), c));
+        }
+        let conns: Slab<Conn> = conns.into_iter().collect();
+        let find = |conn: ConnId| conns.get(conn.index()).filter(|c| c.id == conn);
+        let n = r.len()?;
+        let mut arrivals = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            let conn = r.conn()?;
+            if !matches!(find(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })) {
+                return Err(corrupt("an arrival that is not in its handshake"));
+            }
+            arrivals.push_back(conn);
+        }
+        if !r.is_empty() {
+            return Err(corrupt("bytes after the state"));
+        }
+        // Every member sits in an open connection that sits in its room, and back.
+        let mut seated = 0;
+        for (key, room) in rooms.slots() {
+            for m in room.members() {
+                let seat = find(m.conn).and_then(Conn::seat);
+                if seat != Some(Seat { room: key, id: m.id }) {
+                    return Err(corrupt("a member whose connection is not in its room"));
+                }
+                seated += 1;
+            }
+        }
+        if conns.iter().filter(|(_, c)| c.seat().is_some()).count() != seated {
+            return Err(corrupt("a connection seated in a room that does not list it"));
+        }
+
+        self.conns = conns;
+        self.outputs = outputs;
+        self.rooms = rooms;
+        self.next_generation = next_generation;
+        self.shutting_down = shutting_down;
+        self.stats = stats;
+        self.turns = turns;
+        self.arrivals = arrivals;
+        for _ in 0..self.rooms.len() {
+            self.budget.take_room(usize::MAX);
+        }
+        let mut waiting = Vec::new();
+        for (_, c) in &self.conns {
+            if c.admitted {
+                self.open += 1;
+                self.budget.take_client(usize::MAX);
+                c.counted_ip.inspect(|&ip| {
+                    self.budget.take_address(ip, usize::MAX);
+                });
+            }
+            match &c.phase {
+                Phase::Handshake { reader, .. } => {
+                    self.pending += 1;
+                    if reader.is_complete() {
+                        waiting.push(c.id);
+                    }
+                }
+                Phase::Admitting { upgrade, .. } => {
+                    self.pending += 1;
+                    self.actions.push_back(Action::Admit { conn: c.id, admission: admission_of(upgrade, c.peer) });
+                }
+                Phase::Open { .. } | Phase::Closing { .. } | Phase::Done => {}
+            }
+            if let Some(at) = c.scheduled {
+                self.timers.push(at, c.id);
+            }
+            if let Some(slot) = self.outputs.get_mut(c.id).filter(|s| s.output.backlog() > 0) {
+                slot.queued = true;
+                self.transmit.push(c.id);
+            }
+        }
+        for conn in waiting {
+            self.refuse(conn, HandshakeError::ShuttingDown);
+        }
+        Ok(())
+    }
+
     /// Gives back memory held for connections, rooms and queues that are
     /// gone. A driver calls it when it goes idle after many clients left.
     pub fn shrink_to_fit(&mut self) {
@@ -625,18 +792,16 @@ impl Relay {
             self.refuse(conn, HandshakeError::ForbiddenOrigin);
             return false;
         }
-        let pending = Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay };
+        let mut pending =
+            Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay, token: None, origin: None };
         if !self.config.admission {
             return self.open_upgrade(conn, pending, None, now);
         }
+        pending.token = upgrade.token.or(query_token);
+        pending.origin = upgrade.origin;
         let c = self.get_mut(conn).expect("a request completes on a live connection");
         let Phase::Handshake { deadline, .. } = c.phase else { unreachable!("only a handshake completes a request") };
-        let admission = Admission {
-            room: pending.room.clone(),
-            token: upgrade.token.or(query_token),
-            origin: upgrade.origin,
-            peer: c.peer,
-        };
+        let admission = admission_of(&pending, c.peer);
         c.phase = Phase::Admitting { upgrade: Box::new(pending), deadline, early: rest.to_vec() };
         self.actions.push_back(Action::Admit { conn, admission });
         false
@@ -1201,6 +1366,11 @@ fn consume(slot: &mut Slot, n: usize, stats: &mut Stats) -> bool {
 
 fn conns_alive(conns: &Slab<Conn>, conn: ConnId) -> bool {
     conns.get(conn.index()).is_some_and(|c| c.id == conn)
+}
+
+/// What the driver is asked to decide about `pending`, from `peer`.
+fn admission_of(pending: &Pending, peer: Option<SocketAddr>) -> Admission {
+    Admission { room: pending.room.clone(), token: pending.token.clone(), origin: pending.origin.clone(), peer }
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.
