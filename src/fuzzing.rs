@@ -256,6 +256,9 @@ pub enum Op {
         /// The subject it is let in as.
         subject: Option<String>,
     },
+    /// The relay hands everything over to a new relay, as a takeover does,
+    /// which carries on in its place.
+    Handover,
     /// The server API publishes into one of the rooms, as id 0.
     Publish {
         /// Which of the rooms.
@@ -294,6 +297,8 @@ struct Client {
 /// sender's id; nothing is queued for a connection after its `Close`; the
 /// core's own output bound holds for every upgraded client, and one that
 /// stops reading is cut off once it would pass it, and its room hears it quit.
+/// A handover to a new relay may come at any step: every rule above holds
+/// across it, and the new relay's state, exported again, is the old one's.
 pub fn session(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(admission) = bool::arbitrary(&mut u) else { return };
@@ -411,6 +416,7 @@ impl Fuzz {
                 };
                 self.sim.admit(conn, verdict);
             }
+            Op::Handover => self.sim.handover(),
             Op::Publish { room, to, binary, body } => {
                 let room = ROOMS[usize::from(room) % ROOMS.len()];
                 let to = to.map_or(To::All, |n| To::Id(u64::from(1 + n % 8)));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info};
-use ws_relay::server::{Server, ServerConfig, StartError};
+use ws_relay::server::{Server, ServerConfig, StartError, Successor};
 use ws_relay::token::Verifier;
 use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode, Secret};
 
@@ -79,6 +79,18 @@ struct Args {
     /// Do not serve the demo game (/) and ws-relay.js on the public port.
     #[arg(long, env = "WS_RELAY_NO_PAGES")]
     no_pages: bool,
+
+    /// Write the relay's process id to this file at start, and again from the
+    /// new process after a takeover.
+    #[arg(long, env = "WS_RELAY_PID_FILE")]
+    pid_file: Option<PathBuf>,
+
+    /// Do not start a relay: hand the running relay with this process id to
+    /// the binary now at its path (as SIGUSR2 does) and wait. Exits 0 once the
+    /// old process has handed over and exited, 1 if it is still serving after
+    /// 20 s (the reason is in its log).
+    #[arg(long, value_name = "PID")]
+    takeover: Option<u32>,
 
     /// Serve an RFC 6455 echo service on every path instead of the relay (for conformance suites).
     #[arg(long, env = "WS_RELAY_ECHO")]
@@ -226,9 +238,34 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// `--takeover PID`: SIGUSR2 to the relay, then wait for it to exit.
+fn take_over(pid: u32) -> ExitCode {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return ExitCode::from(2) };
+    // SAFETY: kill(2) with a valid signal number; a wrong pid is reported by its result.
+    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
+        error!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        // Signal 0 checks that the process still exists.
+        // SAFETY: as above.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            info!("pid {pid} handed over and exited");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    error!("pid {pid} is still serving: the takeover failed, and its log says why");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(pid) = args.takeover {
+        return take_over(pid);
+    }
     // The operator's port under its older name, for deployments that set it.
     let admin_listen =
         args.admin_listen.or_else(|| std::env::var("WS_RELAY_METRICS_LISTEN").ok().and_then(|a| a.parse().ok()));
@@ -295,8 +332,17 @@ fn main() -> ExitCode {
         drain_timeout: args.drain_timeout.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         tokens,
+        // Read now: once the file is replaced, /proc/self/exe names a deleted one.
+        successor: std::env::current_exe()
+            .ok()
+            .map(|program| Successor { program, args: std::env::args_os().skip(1).collect() }),
     };
-    let server = match Server::bind(config.clone()) {
+    let inherited = ws_relay::server::takeover_link();
+    let started = match inherited {
+        Some(fd) => Server::take_over(config.clone(), fd),
+        None => Server::bind(config.clone()),
+    };
+    let server = match started {
         Ok(s) => s,
         Err(StartError::Config(e)) => {
             error!("{e}");
@@ -306,7 +352,21 @@ fn main() -> ExitCode {
             error!("cannot listen on {} (metrics: {:?}): {e}", config.listen, config.metrics_listen);
             return ExitCode::FAILURE;
         }
+        Err(e) => {
+            error!("{e}; the old process serves on");
+            return ExitCode::FAILURE;
+        }
     };
+    if inherited.is_some() {
+        info!("took over: this is takeover {} of the relay", server.takeovers());
+    } else {
+        ws_relay::server::notify_ready();
+    }
+    if let Some(path) = &args.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            error!("cannot write {}: {e}", path.display());
+        }
+    }
     let addr = server.local_addr();
     let r = &config.relay;
     info!(

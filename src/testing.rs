@@ -147,6 +147,7 @@ impl Sim {
         let state = self.relay.export_state(self.now);
         let mut next = Relay::new(self.relay.config().clone()).expect("the harness runs valid configurations");
         next.import_state(&state, self.now).unwrap_or_else(|e| panic!("a relay's own state is refused: {e}"));
+        assert!(next.export_state(self.now) == state, "a state imported and exported again changed");
         self.relay = next;
         self.admissions.clear();
         self.drain();

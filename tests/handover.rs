@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use ws_relay::client::{masked_frame, upgrade_request, OpCode, Received};
 use ws_relay::testing::{close_frame, frame, Sim};
-use ws_relay::{
-    Action, Budget, CloseReason, Config, ImportError, Listener, Relay, Shard, Verdict, STATE_VERSION,
-};
+use ws_relay::{Action, Budget, CloseReason, Config, ImportError, Listener, Relay, Shard, Verdict, STATE_VERSION};
 
 const R1: &str = "/ws-relay/match?game=1";
 const R2: &str = "/ws-relay/match?game=2";
@@ -109,8 +107,11 @@ fn session(s: &mut Sim, cp: &mut dyn FnMut(&mut Sim)) {
     cp(s);
 }
 
-/// What every client saw, and the counters: what must not change with a handover.
-fn outcome(s: &Sim) -> (Vec<(Vec<u8>, Option<CloseReason>)>, ws_relay::Stats, usize, Vec<u64>) {
+/// Every client's bytes and close reason, the counters, the connections
+/// held and a room's members: what must not change with a handover.
+type Outcome = (Vec<(Vec<u8>, Option<CloseReason>)>, ws_relay::Stats, usize, Vec<u64>);
+
+fn outcome(s: &Sim) -> Outcome {
     let peers = s.peers().iter().map(|p| (p.raw.clone(), p.closed)).collect();
     (peers, s.relay.stats().clone(), s.relay.connections(), s.relay.members(R2.as_bytes()))
 }
@@ -155,7 +156,12 @@ fn a_relay_moved_at_any_step_goes_on_byte_for_byte() {
                 String::from_utf8_lossy(&b.0)
             );
         }
-        assert!(got == expected, "moved after step {at}: {:?} instead of {:?}", (&got.1, got.2, &got.3), (&expected.1, expected.2, &expected.3));
+        assert!(
+            got == expected,
+            "moved after step {at}: {:?} instead of {:?}",
+            (&got.1, got.2, &got.3),
+            (&expected.1, expected.2, &expected.3)
+        );
     }
 }
 
@@ -192,10 +198,7 @@ fn an_upgrade_waiting_for_its_verdict_is_asked_about_again() {
     s.handover();
     assert_eq!(s.admissions, asked, "the same question again");
     s.admit(second, Verdict::Accept { subject: None });
-    assert_eq!(
-        s.take(second),
-        [Received::Http(101), Received::Text("2 self".into()), Received::Text("1 join".into())]
-    );
+    assert_eq!(s.take(second), [Received::Http(101), Received::Text("2 self".into()), Received::Text("1 join".into())]);
     assert_eq!(s.take(first)[2..], [Received::Text("2 join".into()), Received::Text("2 early".into())]);
 }
 
@@ -253,10 +256,7 @@ fn a_state_it_did_not_write_is_refused_and_changes_nothing() {
     newer[8..10].copy_from_slice(&(STATE_VERSION + 1).to_le_bytes());
     assert_eq!(import(&newer), Err(ImportError::UnknownVersion(STATE_VERSION + 1)));
     let mut other = Relay::sharded(Config::default(), Shard { index: 1, count: 2 }, Budget::new()).unwrap();
-    assert_eq!(
-        other.import_state(&state, s.now),
-        Err(ImportError::ShardMismatch { exported: (0, 1), here: (1, 2) })
-    );
+    assert_eq!(other.import_state(&state, s.now), Err(ImportError::ShardMismatch { exported: (0, 1), here: (1, 2) }));
     for cut in 10..state.len() {
         assert!(import(&state[..cut]).is_err(), "a state cut at {cut} of {} was taken", state.len());
     }

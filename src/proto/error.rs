@@ -241,16 +241,55 @@ impl std::error::Error for RelayError {}
 
 impl HandshakeError {
     /// Every variant, for the exported state, which names one by its place here.
-    pub(crate) const ALL: &'static [HandshakeError] = &[Self::Malformed, Self::TlsOnPlainPort, Self::BadProxyHeader, Self::TooManyFromAddress, Self::TooEarly, Self::HeadTooLarge, Self::TargetTooLong, Self::MethodNotAllowed, Self::OldHttpVersion, Self::MissingHost, Self::UnexpectedBody, Self::NotWebSocket, Self::UnsupportedVersion, Self::BadKey, Self::NotFound, Self::Timeout, Self::ShuttingDown, Self::ForbiddenOrigin, Self::ServerFull, Self::RoomFull, Self::TooManyRooms, Self::TooManyHandshakes];
+    pub(crate) const ALL: &'static [HandshakeError] = &[
+        Self::Malformed,
+        Self::TlsOnPlainPort,
+        Self::BadProxyHeader,
+        Self::TooManyFromAddress,
+        Self::TooEarly,
+        Self::HeadTooLarge,
+        Self::TargetTooLong,
+        Self::MethodNotAllowed,
+        Self::OldHttpVersion,
+        Self::MissingHost,
+        Self::UnexpectedBody,
+        Self::NotWebSocket,
+        Self::UnsupportedVersion,
+        Self::BadKey,
+        Self::NotFound,
+        Self::Timeout,
+        Self::ShuttingDown,
+        Self::ForbiddenOrigin,
+        Self::ServerFull,
+        Self::RoomFull,
+        Self::TooManyRooms,
+        Self::TooManyHandshakes,
+    ];
 }
 
 impl ProtocolError {
     /// Every variant, for the exported state, which names one by its place here.
-    pub(crate) const ALL: &'static [ProtocolError] = &[Self::ReservedBits, Self::ReservedOpcode, Self::NonMinimalLength, Self::LengthHighBit, Self::UnmaskedFrame, Self::FragmentedControl, Self::ControlTooLong, Self::UnexpectedContinuation, Self::ExpectedContinuation, Self::CloseTooShort, Self::InvalidCloseCode, Self::InvalidCloseReason, Self::InvalidUtf8, Self::MessageTooBig, Self::TooManyFragments];
+    pub(crate) const ALL: &'static [ProtocolError] = &[
+        Self::ReservedBits,
+        Self::ReservedOpcode,
+        Self::NonMinimalLength,
+        Self::LengthHighBit,
+        Self::UnmaskedFrame,
+        Self::FragmentedControl,
+        Self::ControlTooLong,
+        Self::UnexpectedContinuation,
+        Self::ExpectedContinuation,
+        Self::CloseTooShort,
+        Self::InvalidCloseCode,
+        Self::InvalidCloseReason,
+        Self::InvalidUtf8,
+        Self::MessageTooBig,
+        Self::TooManyFragments,
+    ];
 }
 
 impl RelayError {
     /// Every variant, for the exported state, which names one by its place here.
-    pub(crate) const ALL: &'static [RelayError] = &[Self::MissingTarget, Self::InvalidTarget, Self::EmptyMessage, Self::ReservedType, Self::RateLimited];
+    pub(crate) const ALL: &'static [RelayError] =
+        &[Self::MissingTarget, Self::InvalidTarget, Self::EmptyMessage, Self::ReservedType, Self::RateLimited];
 }
-

@@ -224,7 +224,12 @@ impl FrameHeader {
     }
 
     pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
-        Ok(Self { fin: r.bool()?, opcode: OpCode::load(r)?, mask: r.opt(|r| Ok(r.u32()?.to_le_bytes()))?, len: r.u64()? })
+        Ok(Self {
+            fin: r.bool()?,
+            opcode: OpCode::load(r)?,
+            mask: r.opt(|r| Ok(r.u32()?.to_le_bytes()))?,
+            len: r.u64()?,
+        })
     }
 }
 

@@ -65,6 +65,18 @@ impl TurnHistogram {
     }
 }
 
+/// What only the process knows about itself, for `/metrics`: its driver
+/// sets it ([`Relay::set_process_info`](crate::Relay::set_process_info)),
+/// since the core reads no clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessInfo {
+    /// When the process started, in seconds since the Unix epoch; 0 if unknown.
+    pub start_time: f64,
+    /// Takeovers the relay has been through: each new process counts one more
+    /// than the process it took over from.
+    pub takeovers: u64,
+}
+
 /// What one core counts and measures at a moment: the input of
 /// [`render`], which adds up several for a process of many shards.
 #[derive(Clone, Debug)]
@@ -73,6 +85,7 @@ pub struct Snapshot {
     pub(crate) stats: Stats,
     pub(crate) gauges: Gauges,
     pub(crate) turns: TurnHistogram,
+    pub(crate) process: ProcessInfo,
 }
 
 /// The core's gauges at the moment of a scrape.
@@ -207,7 +220,15 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     let refused = labelled("status", statuses.map(|s| (s.code(), stats.refused(s.code()))));
     let help = "HTTP requests refused, by response status.";
     metric("ws_relay_handshakes_rejected_total", "counter", help, &borrowed(&refused));
+    let process = shards.first().map(|s| s.process).unwrap_or_default();
+    let help = "Times the relay was handed to a new process without dropping a connection (SIGUSR2).";
+    metric("ws_relay_takeovers_total", "counter", help, &[("", process.takeovers)]);
     render_turns(&turns, &mut text);
+    if process.start_time > 0.0 {
+        let name = "process_start_time_seconds";
+        let _ = writeln!(text, "# HELP {name} Start time of the process since unix epoch in seconds.");
+        let _ = writeln!(text, "# TYPE {name} gauge\n{name} {:.3}", process.start_time);
+    }
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -264,7 +285,8 @@ mod tests {
             turns.record(Duration::from_micros(us));
         }
         let mut out = Vec::new();
-        render(&[Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns }], &mut out);
+        let process = ProcessInfo::default();
+        render(&[Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns, process }], &mut out);
         let text = String::from_utf8(out).unwrap();
         for line in [
             "ws_relay_loop_turn_seconds_bucket{le=\"0.000001\"} 1",
@@ -283,10 +305,13 @@ mod tests {
     #[test]
     fn every_status_and_close_reason_has_its_series() {
         let mut out = Vec::new();
-        let idle =
-            Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns: TurnHistogram::default() };
-        render(&[idle], &mut out);
+        let (stats, gauges, turns) = (Stats::default(), Gauges::default(), TurnHistogram::default());
+        let process = ProcessInfo { start_time: 1_800_000_000.25, takeovers: 3 };
+        render(&[Snapshot { shard: 0, stats, gauges, turns, process }], &mut out);
         let text = String::from_utf8(out).unwrap();
+        for line in ["ws_relay_takeovers_total 3", "process_start_time_seconds 1800000000.250"] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
         for kind in CloseKind::ALL {
             let line = format!("ws_relay_closes_total{{reason=\"{}\"}} 0", kind.label());
             assert!(text.lines().any(|l| l == line), "missing {line:?}");

@@ -21,7 +21,7 @@ use super::frame::{encode_frame, OpCode};
 use super::handshake::{ApiCall, Request, RequestReader};
 use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
-use super::metrics::{self, Gauges, Snapshot, TurnHistogram};
+use super::metrics::{self, Gauges, ProcessInfo, Snapshot, TurnHistogram};
 use super::output::{Outputs, Slot};
 use super::proxy::Proxied;
 use super::rate::RateLimiter;
@@ -101,6 +101,7 @@ pub struct Relay {
     recipients: Vec<ConnId>,
     stats: Stats,
     turns: TurnHistogram,
+    process: ProcessInfo,
     shutting_down: bool,
     /// Upgraded connections not yet finished, counted against `max_clients`.
     open: usize,
@@ -189,6 +190,7 @@ impl Relay {
             recipients: Vec::new(),
             stats: Stats::default(),
             turns: TurnHistogram::default(),
+            process: ProcessInfo::default(),
             shutting_down: false,
             open: 0,
             pending: 0,
@@ -256,7 +258,8 @@ impl Relay {
             gauges.output_buffers += slot.output.capacity();
             gauges.pending += slot.output.backlog();
         }
-        Snapshot { shard: self.shard.index, stats: self.stats.clone(), gauges, turns: self.turns.clone() }
+        let (stats, turns) = (self.stats.clone(), self.turns.clone());
+        Snapshot { shard: self.shard.index, stats, gauges, turns, process: self.process }
     }
 
     /// A new transport connection on the public port; the client's first bytes
@@ -398,6 +401,17 @@ impl Relay {
             self.on_timer(conn, now);
         }
         self.cut_slow_consumers();
+    }
+
+    /// What the process knows of itself, shown on `/metrics`: its start time
+    /// and how many takeovers brought it here.
+    pub fn set_process_info(&mut self, info: ProcessInfo) {
+        self.process = info;
+    }
+
+    /// What [`set_process_info`](Self::set_process_info) last set.
+    pub fn process_info(&self) -> ProcessInfo {
+        self.process
     }
 
     /// How long one turn of the driver's event loop took, from its wake-up
