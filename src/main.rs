@@ -248,9 +248,11 @@ fn take_over(pid: u32) -> ExitCode {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        // Signal 0 checks that the process still exists.
+        // Signal 0 checks that the process still exists; a zombie (exited,
+        // not yet reaped by its parent) has handed over too.
         // SAFETY: as above.
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        if unsafe { libc::kill(pid, 0) } != 0 || zombie {
             info!("pid {pid} handed over and exited");
             return ExitCode::SUCCESS;
         }

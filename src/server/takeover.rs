@@ -482,7 +482,7 @@ pub(super) fn notify_systemd() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let message = format!("MAINPID={}\nREADY=1\n", std::process::id());
     if let Err(e) = sd_notify(&path, &message) {
-        warn!("takeover: could not tell systemd the new main pid: {e}");
+        warn!("could not notify systemd: {e}");
     }
 }
 
