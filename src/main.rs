@@ -80,6 +80,15 @@ struct Args {
     #[arg(long, env = "WS_RELAY_NO_PAGES")]
     no_pages: bool,
 
+    /// How long a client that opted in to a resumable session (ws-relay.js `resume: true`) keeps its seat
+    /// after its connection drops without a close frame; 0 turns sessions off.
+    #[arg(long, env = "WS_RELAY_RESUME_WINDOW", default_value_t = Window(D.resume_window))]
+    resume_window: Window,
+
+    /// The most sessions waiting to be resumed at once; past it a dropped client leaves its room at once.
+    #[arg(long, env = "WS_RELAY_MAX_PARKED", default_value_t = D.max_parked)]
+    max_parked: usize,
+
     /// Write the relay's process id to this file at start, and again from the
     /// new process after a takeover.
     #[arg(long, env = "WS_RELAY_PID_FILE")]
@@ -222,6 +231,31 @@ impl fmt::Display for Secs {
     }
 }
 
+/// A duration that may be 0, which turns what it times off.
+#[derive(Clone, Copy, Debug)]
+struct Window(Duration);
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "0" | "0s" | "0ms" => Ok(Window(Duration::ZERO)),
+            other => other.parse::<Secs>().map(|s| Window(s.0)),
+        }
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            f.write_str("0")
+        } else {
+            Secs(self.0).fmt(f)
+        }
+    }
+}
+
 /// A secret from a file: its bytes, less one trailing newline (editors add
 /// one). A secret is never a flag's value, which `ps` would show.
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
@@ -326,6 +360,8 @@ fn main() -> ExitCode {
         ping_timeout: args.ping_timeout.0,
         close_timeout: args.close_timeout.0,
         max_pending: args.max_pending,
+        resume_window: args.resume_window.0,
+        max_parked: args.max_parked,
     };
     let config = ServerConfig {
         listen: args.listen,

@@ -98,6 +98,18 @@ fn session(s: &mut Sim, cp: &mut dyn FnMut(&mut Sim)) {
     cp(s);
     s.send(e, "* back");
     cp(s);
+    // A resumable session: dropped, its seat keeps what is sent to it, and
+    // a new connection with its key takes it back.
+    let session = s.connect_raw(&with_key(R2));
+    cp(s);
+    s.drop_transport(session);
+    cp(s);
+    s.send(e, "* while it was away");
+    cp(s);
+    let back = s.connect_raw(&with_key(R2));
+    cp(s);
+    s.send(back, "* back again");
+    cp(s);
     // The rest stay silent past the ping timeout.
     s.advance(Duration::from_secs(31));
     cp(s);
@@ -137,6 +149,7 @@ fn a_relay_moved_at_any_step_goes_on_byte_for_byte() {
     let got = |peer: usize, text: &str| expected.0[peer].0.windows(text.len()).any(|w| w == text.as_bytes());
     assert!(got(1, "1 hello") && got(0, "2 h\u{e9}llo w\u{f6}rld") && got(0, "4 fragmented"));
     assert!(got(4, "2 report 4") && got(5, "1 back") && got(7, "200 OK") && got(8, "text/javascript"));
+    assert!(got(10, "4 resume") && got(10, "1 while it was away") && got(4, "4 back again"));
     let closed: Vec<Option<CloseReason>> = expected.0.iter().map(|(_, c)| *c).collect();
     assert_eq!(closed[0], Some(CloseReason::ClientClose));
     assert!(matches!(closed[1], Some(CloseReason::Relay(_))));
@@ -175,6 +188,12 @@ fn moving_twice_in_a_row_and_at_every_step_changes_nothing() {
         s.handover();
     });
     assert!(outcome(&s) == expected);
+}
+
+fn with_key(room: &str) -> Vec<u8> {
+    let req = String::from_utf8(upgrade_request(room, "x")).unwrap();
+    req.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: ws-relay, ws-relay.session.0123456789abcdefghijkl\r\n\r\n")
+        .into_bytes()
 }
 
 fn upgrade_with_token(room: &str, token: &str) -> Vec<u8> {

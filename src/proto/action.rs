@@ -122,6 +122,8 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// The relay is shutting down.
     Shutdown,
+    /// Another connection resumed the client's session (close 4001).
+    Replaced,
 }
 
 impl CloseReason {
@@ -140,6 +142,7 @@ impl CloseReason {
             Self::HttpServed => CloseKind::HttpServed,
             Self::KeepaliveTimeout => CloseKind::KeepaliveTimeout,
             Self::Shutdown => CloseKind::Shutdown,
+            Self::Replaced => CloseKind::Replaced,
         }
     }
 }
@@ -162,6 +165,7 @@ impl CloseReason {
             Self::HttpServed => (8, 0),
             Self::KeepaliveTimeout => (9, 0),
             Self::Shutdown => (10, 0),
+            Self::Replaced => (11, 0),
         };
         w.u8(tag);
         w.u8(inner);
@@ -182,6 +186,7 @@ impl CloseReason {
             8 => Self::HttpServed,
             9 => Self::KeepaliveTimeout,
             10 => Self::Shutdown,
+            11 => Self::Replaced,
             _ => return Err(unknown),
         })
     }
@@ -201,6 +206,7 @@ impl fmt::Display for CloseReason {
             Self::HttpServed => f.write_str("http request served"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::Replaced => f.write_str("replaced by a resumed session"),
         }
     }
 }
@@ -234,6 +240,9 @@ table_enum! {
         KeepaliveTimeout => "keepalive_timeout",
         /// The relay shut down.
         Shutdown => "shutdown",
+        /// A resumed session replaced it (4001). New kinds go last: the
+        /// exported state counts closes by their place here.
+        Replaced => "replaced",
     }
 }
 

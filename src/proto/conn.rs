@@ -41,6 +41,15 @@ pub(crate) enum Phase {
         /// When the unanswered keepalive ping went out.
         ping_sent: Option<Instant>,
     },
+    /// A client with a resumable session whose transport ended without a
+    /// close frame: it keeps its seat, and what is sent to it waits, until a
+    /// connection with its key takes the seat back or `deadline` passes.
+    Parked {
+        /// Its place in its room.
+        seat: Seat,
+        /// When the seat is given up.
+        deadline: Option<Instant>,
+    },
     /// The relay sent its close frame and waits for the client's until `deadline`.
     Closing {
         /// When the close timeout fires.
@@ -65,6 +74,8 @@ pub(crate) struct Pending {
     /// about, kept so a relay that imports the connection can ask again.
     pub(crate) token: Option<String>,
     pub(crate) origin: Option<Vec<u8>>,
+    /// The SHA-256 of the session key it offered, if it offered one.
+    pub(crate) session: Option<[u8; 32]>,
 }
 
 /// A connection known to the core.
@@ -90,6 +101,8 @@ pub(crate) struct Conn {
     pub(crate) scheduled: Option<Instant>,
     /// Its flood-control budgets.
     pub(crate) rate: RateLimiter,
+    /// The SHA-256 of its session key, while its seat can be resumed.
+    pub(crate) session: Option<[u8; 32]>,
 }
 
 impl Conn {
@@ -97,6 +110,7 @@ impl Conn {
     pub(crate) fn seat(&self) -> Option<Seat> {
         match self.phase {
             Phase::Open { seat, .. } => seat,
+            Phase::Parked { seat, .. } => Some(seat),
             _ => None,
         }
     }
@@ -119,6 +133,7 @@ impl Phase {
                 w.bool(upgrade.ws_relay);
                 w.opt(upgrade.token.as_deref(), |w, t| w.bytes(t.as_bytes()));
                 w.opt(upgrade.origin.as_deref(), Writer::bytes);
+                w.opt(upgrade.session.as_ref(), |w, d| w.bytes(d));
             }
             Self::Open { seat, ping_sent } => {
                 w.u8(2);
@@ -131,6 +146,11 @@ impl Phase {
                 reason.save(w);
             }
             Self::Done => w.u8(4),
+            Self::Parked { seat, deadline } => {
+                w.u8(5);
+                seat.save(w);
+                w.opt(*deadline, Writer::time);
+            }
         }
     }
 
@@ -149,12 +169,14 @@ impl Phase {
                 let ws_relay = r.bool()?;
                 let token = r.opt(Reader::string)?;
                 let origin = r.opt(|r| r.bytes().map(<[u8]>::to_vec))?;
-                let upgrade = Box::new(Pending { room, accept, ws_relay, token, origin });
+                let session = r.opt(digest)?;
+                let upgrade = Box::new(Pending { room, accept, ws_relay, token, origin, session });
                 Self::Admitting { upgrade, deadline, early }
             }
             2 => Self::Open { seat: r.opt(Seat::load)?, ping_sent: r.opt(Reader::time)? },
             3 => Self::Closing { deadline: r.opt(Reader::time)?, reason: CloseReason::load(r)? },
             4 => Self::Done,
+            5 => Self::Parked { seat: Seat::load(r)?, deadline: r.opt(Reader::time)? },
             _ => return Err(ImportError::Corrupt("an unknown connection phase")),
         })
     }
@@ -173,6 +195,7 @@ impl Conn {
         w.time(self.last_read);
         w.opt(self.scheduled, Writer::time);
         self.rate.save(w);
+        w.opt(self.session.as_ref(), |w, d| w.bytes(d));
         self.phase.save(w);
         self.decoder.save(w);
     }
@@ -191,8 +214,14 @@ impl Conn {
         let last_read = r.time()?;
         let scheduled = r.opt(Reader::time)?;
         let rate = RateLimiter::load(r)?;
+        let session = r.opt(digest)?;
         let phase = Phase::load(r, config, listener)?;
         let decoder = MessageDecoder::load(r, config.message)?;
-        Ok(Self { id, listener, phase, decoder, peer, counted_ip, admitted, last_read, scheduled, rate })
+        Ok(Self { id, listener, phase, decoder, peer, counted_ip, admitted, last_read, scheduled, rate, session })
     }
+}
+
+/// A session key's SHA-256, as saved.
+fn digest(r: &mut Reader<'_>) -> Result<[u8; 32], ImportError> {
+    r.bytes()?.try_into().map_err(|_| ImportError::Corrupt("a session digest that is not 32 bytes"))
 }

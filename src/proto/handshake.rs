@@ -35,6 +35,9 @@ pub(crate) struct Upgrade {
     pub(crate) ws_relay: bool,
     /// A token offered as the subprotocol `ws-relay.token.<token>`.
     pub(crate) token: Option<String>,
+    /// A session key offered as the subprotocol `ws-relay.session.<key>`:
+    /// 22 to 64 base64url characters.
+    pub(crate) session: Option<Vec<u8>>,
 }
 
 /// A request to the server API on the operator's port: `/api/...`.
@@ -399,13 +402,21 @@ fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> 
     };
     // Browsers can set no header on a WebSocket but this one: a token rides in
     // it as a subprotocol the relay never selects, so it appears in no URL.
-    let (mut ws_relay, mut token) = (false, None);
+    // A session key rides the same way.
+    let (mut ws_relay, mut token, mut session) = (false, None, None);
     for offer in header("sec-websocket-protocol").flat_map(|h| h.value.split(|&b| b == b',')) {
         match offer.trim_ascii() {
             b"ws-relay" => ws_relay = true,
             other => {
                 if let Some(t) = other.strip_prefix(b"ws-relay.token.") {
                     token = token.or_else(|| String::from_utf8(t.to_vec()).ok());
+                } else if let Some(key) = other.strip_prefix(b"ws-relay.session.") {
+                    let valid = (22..=64).contains(&key.len())
+                        && key.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !valid || session.is_some() {
+                        return Err(HandshakeError::BadSessionKey);
+                    }
+                    session = Some(key.to_vec());
                 }
             }
         }
@@ -416,6 +427,7 @@ fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> 
         origin: header("origin").next().map(|h| h.value.trim_ascii().to_vec()),
         ws_relay,
         token,
+        session,
     }))
 }
 
@@ -493,6 +505,7 @@ mod tests {
                 origin: None,
                 ws_relay: false,
                 token: None,
+                session: None,
             })
         );
     }

@@ -105,6 +105,8 @@ pub(crate) struct Gauges {
     pub(crate) output_buffers: usize,
     /// Bytes waiting to be written.
     pub(crate) pending: usize,
+    /// Sessions parked, waiting to be resumed.
+    pub(crate) parked: usize,
 }
 
 impl Snapshot {
@@ -116,7 +118,8 @@ impl Snapshot {
 
 impl Gauges {
     fn add(&mut self, other: &Gauges) {
-        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending } = *other;
+        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending, parked } = *other;
+        self.parked += parked;
         self.connections += connections;
         self.handshakes += handshakes;
         self.clients += clients;
@@ -163,6 +166,12 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     let help = "Upgraded WebSocket clients served by each shard (thread).";
     metric("ws_relay_shard_clients", "gauge", help, &borrowed(&per_shard));
     metric("ws_relay_rooms", "gauge", "Rooms with at least one client.", &[("", gauges.rooms as u64)]);
+    let help = "Resumable sessions whose connection dropped, holding their seat until resumed or their window passes.";
+    metric("ws_relay_parked_sessions", "gauge", help, &[("", gauges.parked as u64)]);
+    let help = "Sessions taken back by a new connection within the resume window.";
+    metric("ws_relay_resumes_total", "counter", help, &[("", stats.resumes)]);
+    let help = "Parked sessions not resumed in time: their room heard them quit.";
+    metric("ws_relay_sessions_expired_total", "counter", help, &[("", stats.sessions_expired)]);
     metric(
         "ws_relay_buffer_bytes",
         "gauge",

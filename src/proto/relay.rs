@@ -1,12 +1,13 @@
 //! [`Relay`]: every connection, every room, and the routing between them.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
+use sha2::{Digest, Sha256};
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
@@ -110,6 +111,13 @@ pub struct Relay {
     /// Connections in the order they arrived, oldest first, for pushing out the
     /// oldest handshake. Entries that have since left the handshake are skipped.
     arrivals: VecDeque<ConnId>,
+    /// Resumable sessions, open or parked, by the SHA-256 of their key: a
+    /// lookup by digest reveals nothing of a key through its timing.
+    sessions: BTreeMap<[u8; 32], ConnId>,
+    /// Sessions parked, counted against `max_parked`.
+    parked: usize,
+    /// The latest time the driver passed in: when what is queued now is queued.
+    now: Option<Instant>,
 }
 
 /// What one decoded message asks of the relay, worked out while the decoder
@@ -195,6 +203,9 @@ impl Relay {
             open: 0,
             pending: 0,
             arrivals: VecDeque::new(),
+            sessions: BTreeMap::new(),
+            parked: 0,
+            now: None,
         })
     }
 
@@ -249,6 +260,7 @@ impl Relay {
             handshakes: self.pending,
             clients: self.open,
             rooms: self.rooms.len(),
+            parked: self.parked,
             ..Gauges::default()
         };
         for (_, c) in &self.conns {
@@ -286,6 +298,7 @@ impl Relay {
     }
 
     fn open_conn(&mut self, listener: Listener, peer: Option<SocketAddr>, now: Instant) -> ConnId {
+        self.now = Some(now);
         let entry = self.conns.vacant_entry();
         // Slab keys are dense; a driver holding four billion connections is out of scope.
         let index = entry.key() as u32;
@@ -311,6 +324,7 @@ impl Relay {
             last_read: now,
             scheduled: None,
             rate: RateLimiter::default(),
+            session: None,
         });
         self.outputs.open(id);
         self.schedule(id, deadline);
@@ -322,8 +336,9 @@ impl Relay {
 
     /// Bytes read from `conn`'s transport.
     pub fn handle_read(&mut self, conn: ConnId, bytes: &[u8], now: Instant) {
+        self.now = Some(now);
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
-        if matches!(c.phase, Phase::Done) {
+        if matches!(c.phase, Phase::Done | Phase::Parked { .. }) {
             return;
         }
         c.last_read = now;
@@ -362,19 +377,27 @@ impl Relay {
     /// still read. A connection that did not close cleanly first leaves its
     /// room as if its transport had closed; what is queued for it stays
     /// queued, to be written before the socket closes.
-    pub fn handle_eof(&mut self, conn: ConnId, _now: Instant) {
+    pub fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        self.now = Some(now);
         if let Some(reason) = self.get(conn).and_then(ending_reason) {
-            self.finish(conn, reason, Leftover::Flush);
+            if !self.park(conn, reason, now) {
+                self.finish(conn, reason, Leftover::Flush);
+            }
             self.cut_slow_consumers();
         }
     }
 
     /// `conn`'s transport failed: reset, or an error reading or writing it.
     /// Nothing more can be written; what was queued is dropped.
-    pub fn handle_close(&mut self, conn: ConnId, _now: Instant) {
+    pub fn handle_close(&mut self, conn: ConnId, now: Instant) {
+        self.now = Some(now);
         let Some(c) = self.get(conn) else { return };
+        let parked = matches!(c.phase, Phase::Parked { .. });
         match ending_reason(c) {
+            Some(reason) if self.park(conn, reason, now) => {}
             Some(reason) => self.finish(conn, reason, Leftover::Discard),
+            // A parked session has no transport to fail.
+            None if parked => {}
             // Finished already, with output the driver can no longer write.
             None => self.release(conn),
         }
@@ -384,7 +407,7 @@ impl Relay {
     /// The driver wrote the first `n` bytes of [`pending`](Self::pending) to
     /// `conn`'s transport.
     pub fn handle_written(&mut self, conn: ConnId, n: usize) {
-        let Some(slot) = self.outputs.get_mut(conn) else { return };
+        let Some(slot) = self.outputs.get_mut(conn).filter(|slot| !slot.parked) else { return };
         if consume(slot, n, &mut self.stats) {
             self.release(conn);
         }
@@ -392,6 +415,7 @@ impl Relay {
 
     /// Time has reached `now`: fire every deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         while let Some((at, conn)) = self.timers.pop_due(now) {
             let Some(c) = self.get_mut(conn) else { continue };
             if c.scheduled != Some(at) {
@@ -423,6 +447,7 @@ impl Relay {
     /// Stops the relay: refuses handshakes in progress with 503 and sends every
     /// client close 1001. Connections then end as their close handshakes do.
     pub fn shutdown(&mut self, now: Instant) {
+        self.now = Some(now);
         self.shutting_down = true;
         // Every room is dissolving at once: nobody needs to hear who quits.
         for _ in 0..self.rooms.len() {
@@ -436,8 +461,11 @@ impl Relay {
                 Phase::Handshake { .. } | Phase::Admitting { .. } => self.refuse(conn, HandshakeError::ShuttingDown),
                 Phase::Open { seat, .. } => {
                     *seat = None;
+                    self.forget_session(conn);
                     self.start_close(conn, 1001, "server shutting down", CloseReason::Shutdown, now);
                 }
+                // Its transport is gone already; so is its room.
+                Phase::Parked { .. } => self.end_parked(conn, CloseReason::Shutdown),
                 Phase::Closing { .. } | Phase::Done => {}
             }
         }
@@ -528,7 +556,7 @@ impl Relay {
                 return Err(corrupt("a connection slot past the caps, or taken twice"));
             }
             let done = matches!(c.phase, Phase::Done);
-            outputs.load(c.id, done, &mut r)?;
+            outputs.load(c.id, done, matches!(c.phase, Phase::Parked { .. }), &mut r)?;
             if done && outputs.get(c.id).is_some_and(|s| s.output.backlog() == 0) {
                 return Err(corrupt("a finished connection with nothing left to write"));
             }
@@ -562,6 +590,14 @@ impl Relay {
         if conns.iter().filter(|(_, c)| c.seat().is_some()).count() != seated {
             return Err(corrupt("a connection seated in a room that does not list it"));
         }
+        let mut digests = BTreeSet::new();
+        for (_, c) in &conns {
+            if let Some(digest) = c.session {
+                if c.seat().is_none() || !digests.insert(digest) {
+                    return Err(corrupt("a session without a seat, or two with one key"));
+                }
+            }
+        }
 
         self.conns = conns;
         self.outputs = outputs;
@@ -594,7 +630,11 @@ impl Relay {
                     self.pending += 1;
                     self.actions.push_back(Action::Admit { conn: c.id, admission: admission_of(upgrade, c.peer) });
                 }
+                Phase::Parked { .. } => self.parked += 1,
                 Phase::Open { .. } | Phase::Closing { .. } | Phase::Done => {}
+            }
+            if let Some(digest) = c.session {
+                self.sessions.insert(digest, c.id);
             }
             if let Some(at) = c.scheduled {
                 self.timers.push(at, c.id);
@@ -642,7 +682,7 @@ impl Relay {
             self.transmit_next += 1;
             let Some(slot) = self.outputs.get_mut(conn) else { continue };
             slot.queued = false;
-            if slot.output.backlog() > 0 {
+            if slot.output.backlog() > 0 && !slot.parked {
                 return Some(conn);
             }
         }
@@ -654,7 +694,8 @@ impl Relay {
     /// The bytes waiting to be written to `conn`, oldest first; empty for a
     /// connection the core no longer knows.
     pub fn pending(&self, conn: ConnId) -> &[u8] {
-        self.outputs.get(conn).map_or(&[], |slot| slot.output.pending())
+        // A parked session's bytes wait for its next connection, not this one's socket.
+        self.outputs.get(conn).filter(|slot| !slot.parked).map_or(&[], |slot| slot.output.pending())
     }
 
     /// Writes what is pending for `conn` with one call to `w.write`, and
@@ -662,7 +703,7 @@ impl Relay {
     /// is the driver's socket (or a TLS layer in front of it).
     pub fn write_to<W: io::Write + ?Sized>(&mut self, conn: ConnId, w: &mut W) -> io::Result<usize> {
         let Some(slot) = self.outputs.get_mut(conn) else { return Ok(0) };
-        if slot.output.backlog() == 0 {
+        if slot.output.backlog() == 0 || slot.parked {
             return Ok(0);
         }
         let n = w.write(slot.output.pending())?;
@@ -728,6 +769,7 @@ impl Relay {
             return false;
         }
         slot.output.buf().extend_from_slice(bytes);
+        slot.last_queued = self.now;
         if !mem::replace(&mut slot.queued, true) {
             self.transmit.push(conn);
         }
@@ -806,8 +848,9 @@ impl Relay {
             self.refuse(conn, HandshakeError::ForbiddenOrigin);
             return false;
         }
+        let session = upgrade.session.as_deref().map(|key| <[u8; 32]>::from(Sha256::digest(key)));
         let mut pending =
-            Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay, token: None, origin: None };
+            Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay, token: None, origin: None, session };
         if !self.config.admission {
             return self.open_upgrade(conn, pending, None, now);
         }
@@ -823,7 +866,19 @@ impl Relay {
 
     /// Completes an upgrade the client may make: the caps, the 101, the room.
     /// True if the connection is then open.
-    fn open_upgrade(&mut self, conn: ConnId, pending: Pending, subject: Option<Box<str>>, now: Instant) -> bool {
+    fn open_upgrade(&mut self, conn: ConnId, mut pending: Pending, subject: Option<Box<str>>, now: Instant) -> bool {
+        if let Some(digest) = pending.session.filter(|_| self.resumable()) {
+            if let Some(&seat_holder) = self.sessions.get(&digest) {
+                let same_room = self.member(seat_holder).is_some_and(|(room, _)| room == pending.room.as_slice());
+                if same_room {
+                    return self.resume(conn, seat_holder, digest, pending, subject, now);
+                }
+                // A key is bound to its room: elsewhere it is a fresh join, and says nothing.
+                pending.session = None;
+            }
+        } else {
+            pending.session = None;
+        }
         if let Err(full) = self.admit(conn, &pending.room) {
             self.refuse(conn, full);
             return false;
@@ -834,6 +889,16 @@ impl Relay {
         let mut answer = mem::take(&mut self.scratch);
         answer.clear();
         http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        if let Some(digest) = pending.session {
+            // Its output may move to the connection that resumes it: frames are tracked.
+            if let Some(slot) = self.outputs.get_mut(conn) {
+                slot.output.track_frames(answer.len());
+            }
+            self.sessions.insert(digest, conn);
+            if let Some(c) = self.get_mut(conn) {
+                c.session = Some(digest);
+            }
+        }
         let seat = match self.config.mode {
             Mode::Echo => {
                 self.push(conn, &answer, Bound::Exempt);
@@ -852,6 +917,7 @@ impl Relay {
     /// for a connection that is no longer waiting (it left, or the handshake
     /// timeout fired) is ignored.
     pub fn handle_admission(&mut self, conn: ConnId, verdict: Verdict, now: Instant) {
+        self.now = Some(now);
         let Some(Conn { phase: Phase::Admitting { upgrade, early, .. }, .. }) = self.get_mut(conn) else { return };
         let (pending, early) = (mem::take(&mut **upgrade), mem::take(early));
         match verdict {
@@ -915,6 +981,7 @@ impl Relay {
     /// calls it on the shard(s) an [`Action::Api`] names, then drains that
     /// core as after any input.
     pub fn api(&mut self, request: &ApiRequest, now: Instant) -> ApiReply {
+        self.now = Some(now);
         let reply = match request {
             ApiRequest::Publish { room, to, data, binary } => self.publish(room, *to, data, *binary),
             ApiRequest::Rooms { prefix, limit } => ApiReply::Rooms(
@@ -1119,9 +1186,23 @@ impl Relay {
         let Some(c) = self.get_mut(conn) else { return };
         let Phase::Open { seat, .. } = &mut c.phase else { return };
         let Some(seat) = seat.take() else { return };
-        if let Some(r) = self.rooms.get(seat.room) {
-            debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
+        self.forget_session(conn);
+        self.vacate(conn, seat, reason);
+    }
+
+    /// Ends `conn`'s session: its key no longer resumes anything.
+    fn forget_session(&mut self, conn: ConnId) {
+        let Some(digest) = self.get_mut(conn).and_then(|c| c.session.take()) else { return };
+        if self.sessions.get(&digest) == Some(&conn) {
+            self.sessions.remove(&digest);
         }
+    }
+
+    /// Gives up `seat`, telling the rest of its room that `conn` quit.
+    fn vacate(&mut self, conn: ConnId, seat: Seat, reason: impl std::fmt::Display) {
+        // A shutdown dissolves every room at once, and nobody hears who quits.
+        let Some(r) = self.rooms.get(seat.room) else { return };
+        debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
         if self.rooms.leave(seat) {
             self.budget.give_room();
             return;
@@ -1183,7 +1264,9 @@ impl Relay {
         let (closing, seat) = match c.phase {
             Phase::Open { seat, .. } => (None, seat),
             Phase::Closing { reason, .. } => (Some(reason), None),
-            Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Done => return (0, Step::Gone),
+            Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Done | Phase::Parked { .. } => {
+                return (0, Step::Gone)
+            }
         };
         let (used, message) = match c.decoder.decode(bytes) {
             Ok((used, Some(message))) => (used, message),
@@ -1219,7 +1302,10 @@ impl Relay {
                         encode_frame(frame, opcode, &[m]);
                         Step::Echo
                     }
-                    (Mode::Relay, Some(from)) => match envelope::parse(m) {
+                    (Mode::Relay, Some(from)) => match match opcode {
+                        OpCode::Binary => envelope::parse_binary(m),
+                        _ => envelope::parse(m),
+                    } {
                         Ok((target, rest)) => {
                             let mut digits = [0; 20];
                             encode_frame(frame, opcode, &[envelope::format_id(from.id, &mut digits), b" ", rest]);
@@ -1254,8 +1340,12 @@ impl Relay {
 
     fn on_timer(&mut self, conn: ConnId, now: Instant) {
         let (ping_interval, ping_timeout) = (self.config.ping_interval, self.config.ping_timeout);
+        let last_queued = self.outputs.get(conn).and_then(|slot| slot.last_queued);
         let Some(c) = self.get_mut(conn) else { return };
         let last_read = c.last_read;
+        // Quiet either way for a ping interval: a proxy in front times out an
+        // idle direction as readily as an idle connection.
+        let quiet_since = last_queued.map_or(last_read, |queued| queued.min(last_read));
         let reached = |at: Option<Instant>| at.is_some_and(|at| now >= at);
         match &mut c.phase {
             Phase::Handshake { deadline, .. } | Phase::Admitting { deadline, .. } if reached(*deadline) => {
@@ -1270,22 +1360,33 @@ impl Relay {
                 self.schedule(conn, at);
             }
             Phase::Done => {}
+            Phase::Parked { deadline, .. } if reached(*deadline) => {
+                self.stats.sessions_expired += 1;
+                self.end_parked(conn, "its session was not resumed in time");
+            }
+            Phase::Parked { deadline, .. } => {
+                let at = *deadline;
+                self.schedule(conn, at);
+            }
             Phase::Open { ping_sent, .. } => {
                 if ping_sent.is_some_and(|sent| last_read > sent) {
                     *ping_sent = None;
                 }
                 match *ping_sent {
+                    // A session's seat waits for its client; nobody reads a close frame on a dead line.
                     Some(sent) if reached(sent.checked_add(ping_timeout)) => {
-                        self.push_close(conn, 1011, "keepalive timeout");
-                        self.finish(conn, CloseReason::KeepaliveTimeout, Leftover::Flush);
+                        if !self.park(conn, CloseReason::KeepaliveTimeout, now) {
+                            self.push_close(conn, 1011, "keepalive timeout");
+                            self.finish(conn, CloseReason::KeepaliveTimeout, Leftover::Flush);
+                        }
                     }
                     Some(sent) => self.schedule(conn, sent.checked_add(ping_timeout)),
-                    None if reached(last_read.checked_add(ping_interval)) => {
+                    None if reached(quiet_since.checked_add(ping_interval)) => {
                         *ping_sent = Some(now);
                         self.push_frame(conn, OpCode::Ping, &[b"keepalive"]);
                         self.schedule(conn, now.checked_add(ping_timeout));
                     }
-                    None => self.schedule(conn, last_read.checked_add(ping_interval)),
+                    None => self.schedule(conn, quiet_since.checked_add(ping_interval)),
                 }
             }
         }
@@ -1316,6 +1417,10 @@ impl Relay {
     /// Starts the close handshake: the client leaves its room now and has
     /// until the close timeout to answer with its own close frame.
     fn start_close(&mut self, conn: ConnId, code: u16, text: &str, reason: CloseReason, now: Instant) {
+        if matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Parked { .. })) {
+            // No transport to say it on: the seat simply goes.
+            return self.end_parked(conn, reason);
+        }
         self.leave(conn, reason);
         let deadline = now.checked_add(self.config.close_timeout);
         let Some(c) = self.get_mut(conn).filter(|c| matches!(c.phase, Phase::Open { .. })) else { return };
@@ -1328,12 +1433,16 @@ impl Relay {
     /// Ends `conn` for the core and tells the driver. Its output is kept
     /// until written (or dropped), and the slot is freed with it.
     fn finish(&mut self, conn: ConnId, reason: CloseReason, leftover: Leftover) {
+        if matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Parked { .. })) {
+            // Its transport ended, and was counted, when it was parked.
+            return self.end_parked(conn, reason);
+        }
         self.leave(conn, reason);
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
         match c.phase {
             Phase::Handshake { .. } | Phase::Admitting { .. } => self.pending -= 1,
             Phase::Open { .. } | Phase::Closing { .. } => {}
-            Phase::Done => return,
+            Phase::Done | Phase::Parked { .. } => return,
         }
         if mem::take(&mut c.admitted) {
             self.open -= 1;
@@ -1357,6 +1466,121 @@ impl Relay {
         if drained {
             self.release(conn);
         }
+    }
+
+    /// True if an upgrade's session key can be parked and resumed.
+    fn resumable(&self) -> bool {
+        !self.config.resume_window.is_zero() && self.config.mode == Mode::Relay && !self.shutting_down
+    }
+
+    /// `conn`'s transport ended without a close frame: if it holds a resumable
+    /// session, its seat waits for a connection with its key, and what its
+    /// room sends it is kept. The driver gets its `Close`, and nothing to write.
+    fn park(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> bool {
+        if !self.resumable() || self.parked >= self.config.max_parked {
+            return false;
+        }
+        let (window, limits) = (self.config.resume_window, self.config.message);
+        let Some(c) = self.get_mut(conn) else { return false };
+        let (Phase::Open { seat: Some(seat), .. }, Some(_)) = (&c.phase, c.session) else { return false };
+        let deadline = now.checked_add(window);
+        c.phase = Phase::Parked { seat: *seat, deadline };
+        c.decoder = MessageDecoder::new(limits);
+        self.parked += 1;
+        let slot = self.outputs.get_mut(conn).expect("a live connection has its output");
+        // What the transport took part of is lost with it; whole frames wait.
+        let frames = slot.output.take_frames();
+        slot.output.buf().extend_from_slice(&frames);
+        slot.parked = true;
+        self.stats.count_close(reason);
+        debug!("{conn} parked ({reason}): its seat waits {window:?} for its session");
+        self.actions.push_back(Action::Close { conn, reason });
+        self.schedule(conn, deadline);
+        true
+    }
+
+    /// A parked session ends: its seat goes, its room hears it quit.
+    fn end_parked(&mut self, conn: ConnId, reason: impl std::fmt::Display) {
+        let Some(c) = self.get_mut(conn) else { return };
+        let Phase::Parked { seat, .. } = c.phase else { return };
+        c.phase = Phase::Done;
+        let admitted = mem::take(&mut c.admitted);
+        let counted_ip = c.counted_ip.take();
+        self.parked -= 1;
+        self.forget_session(conn);
+        self.vacate(conn, seat, reason);
+        if admitted {
+            self.open -= 1;
+            self.budget.give_client();
+            counted_ip.inspect(|&ip| self.budget.give_address(ip));
+        }
+        self.release(conn);
+    }
+
+    /// `conn`'s upgrade offers the key of the session `old` holds in the same
+    /// room: `conn` takes the seat, hears `<id> resume` and every whole frame
+    /// kept for the seat, and nobody else hears anything. A half-dead `old`
+    /// the relay had not noticed is closed with 4001.
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        old: ConnId,
+        digest: [u8; 32],
+        pending: Pending,
+        subject: Option<Box<str>>,
+        now: Instant,
+    ) -> bool {
+        let Some(o) = self.get_mut(old) else { return false };
+        let Some(seat) = o.seat() else { return false };
+        let was_parked = matches!(o.phase, Phase::Parked { .. });
+        // The seat's place in the caps moves with it.
+        let (admitted, old_ip) = (mem::take(&mut o.admitted), o.counted_ip.take());
+        o.session = None;
+        let new_ip = self.get(conn).and_then(|c| c.peer).map(|a| a.ip());
+        let counted_ip = match (old_ip, new_ip) {
+            (Some(old_ip), Some(ip)) => {
+                self.budget.give_address(old_ip);
+                self.budget.take_address(ip, usize::MAX);
+                Some(ip)
+            }
+            (old_ip, _) => old_ip,
+        };
+        let kept = self.outputs.get_mut(old).map(|slot| slot.output.take_frames()).unwrap_or_default();
+        self.rooms.rebind(seat, conn, subject);
+        self.sessions.insert(digest, conn);
+        if was_parked {
+            self.parked -= 1;
+            if let Some(o) = self.get_mut(old) {
+                o.phase = Phase::Done;
+            }
+            self.release(old);
+        } else if let Some(o) = self.get_mut(old) {
+            o.phase = Phase::Open { seat: None, ping_sent: None };
+            self.start_close(old, 4001, "replaced", CloseReason::Replaced, now);
+        }
+        let c = self.get_mut(conn).expect("a connection resuming is live");
+        c.admitted = admitted;
+        c.counted_ip = counted_ip;
+        c.session = Some(digest);
+        c.phase = Phase::Open { seat: Some(seat), ping_sent: None };
+        self.pending -= 1;
+        self.stats.upgrades += 1;
+        self.stats.resumes += 1;
+        self.stats.deliveries += 1;
+        let mut answer = mem::take(&mut self.scratch);
+        answer.clear();
+        http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        if let Some(slot) = self.outputs.get_mut(conn) {
+            slot.output.track_frames(answer.len());
+        }
+        let mut digits = [0; 20];
+        encode_frame(&mut answer, OpCode::Text, &[envelope::format_id(seat.id, &mut digits), b" resume"]);
+        answer.extend_from_slice(&kept);
+        self.push(conn, &answer, Bound::Exempt);
+        self.scratch = answer;
+        debug!("{conn} resumed the seat of {old}: id {}, {} bytes kept", seat.id, kept.len());
+        self.schedule(conn, now.checked_add(self.config.ping_interval));
+        true
     }
 
     /// Forgets a finished connection.
@@ -1405,6 +1629,6 @@ fn ending_reason(c: &Conn) -> Option<CloseReason> {
         // A client dropping the line after the relay's close frame ends for the relay's reason.
         Phase::Closing { reason, .. } => Some(reason),
         Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Open { .. } => Some(CloseReason::TransportClosed),
-        Phase::Done => None,
+        Phase::Done | Phase::Parked { .. } => None,
     }
 }

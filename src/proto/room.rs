@@ -102,6 +102,17 @@ impl Rooms {
         true
     }
 
+    /// The member at `seat` is now `conn`, and `subject` if one is given.
+    pub(crate) fn rebind(&mut self, seat: Seat, conn: ConnId, subject: Option<Box<str>>) {
+        let Some(room) = self.rooms.get_mut(seat.room.0) else { return };
+        if let Ok(i) = room.members.binary_search_by_key(&seat.id, |m| m.id) {
+            room.members[i].conn = conn;
+            if subject.is_some() {
+                room.members[i].subject = subject;
+            }
+        }
+    }
+
     /// The room at `key`, if it still has members.
     pub(crate) fn get(&self, key: RoomKey) -> Option<&Room> {
         self.rooms.get(key.0)

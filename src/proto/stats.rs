@@ -33,6 +33,10 @@ pub struct Stats {
     pub admitted: u64,
     /// Server API calls, answered or refused.
     pub api_calls: u64,
+    /// Sessions taken back by a new connection within the resume window.
+    pub resumes: u64,
+    /// Parked sessions whose window passed: their seat went.
+    pub sessions_expired: u64,
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
     admission_refusals: [u64; Refusal::COUNT],
@@ -77,6 +81,8 @@ impl Stats {
             handoffs,
             admitted,
             api_calls,
+            resumes,
+            sessions_expired,
             closes,
             refused,
             admission_refusals,
@@ -92,6 +98,8 @@ impl Stats {
         self.handoffs += handoffs;
         self.admitted += admitted;
         self.api_calls += api_calls;
+        self.resumes += resumes;
+        self.sessions_expired += sessions_expired;
         self.admission_refusals.iter_mut().zip(admission_refusals).for_each(|(a, b)| *a += b);
         self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
         self.refused.iter_mut().zip(refused).for_each(|(a, b)| *a += b);
@@ -111,7 +119,7 @@ impl Stats {
     /// than this build knows (a newer build's) keeps the ones it knows.
     pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
         let mut s = Stats::default();
-        let mut scalars = [0; 11];
+        let mut scalars = [0; 13];
         for n in &mut scalars {
             *n = r.u64()?;
         }
@@ -127,6 +135,8 @@ impl Stats {
             s.handoffs,
             s.admitted,
             s.api_calls,
+            s.resumes,
+            s.sessions_expired,
         ] = scalars;
         for counts in [&mut s.closes[..], &mut s.refused[..], &mut s.admission_refusals[..]] {
             let n = r.index()?;
@@ -140,7 +150,7 @@ impl Stats {
         Ok(s)
     }
 
-    fn scalars(&self) -> [u64; 11] {
+    fn scalars(&self) -> [u64; 13] {
         [
             self.connections,
             self.upgrades,
@@ -153,6 +163,8 @@ impl Stats {
             self.handoffs,
             self.admitted,
             self.api_calls,
+            self.resumes,
+            self.sessions_expired,
         ]
     }
 
