@@ -401,7 +401,11 @@ fn main() -> ExitCode {
         ws_relay::server::notify_ready();
     }
     if let Some(path) = &args.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        // Written aside and renamed, so a reader never sees it empty or half written.
+        let aside = path.with_extension("new");
+        let written =
+            std::fs::write(&aside, format!("{}\n", std::process::id())).and_then(|()| std::fs::rename(&aside, path));
+        if let Err(e) = written {
             error!("cannot write {}: {e}", path.display());
         }
     }
@@ -423,12 +427,16 @@ fn main() -> ExitCode {
         r.ping_interval,
         if r.proxy_protocol { ", PROXY protocol required" } else { "" },
     );
-    // Scripts and tests that bind port 0 read the real addresses from these lines;
-    // a closed stdout is no reason to stop.
-    let _ = writeln!(std::io::stdout(), "listening on {addr}");
+    // Scripts and tests that bind port 0 read the real addresses from these lines,
+    // once: a process that took over says nothing new. A closed stdout is no reason to stop.
+    if inherited.is_none() {
+        let _ = writeln!(std::io::stdout(), "listening on {addr}");
+    }
     if let Some(metrics) = server.metrics_addr() {
         info!("operator's port on {metrics}: /metrics, /healthz{}", if api { ", /api/" } else { "" });
-        let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
+        if inherited.is_none() {
+            let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
+        }
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

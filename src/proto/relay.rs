@@ -484,7 +484,9 @@ impl Relay {
     /// itself — each connection's transport, and which connections it is
     /// closing (those whose [`Action::Close`] it had).
     pub fn export_state(&self, now: Instant) -> Vec<u8> {
-        let mut w = Writer::new(now);
+        let output: usize = self.outputs.iter().map(|slot| slot.output.backlog()).sum();
+        let rooms: usize = self.rooms.iter().map(|r| r.name.len() + 48 * r.members().len()).sum();
+        let mut w = Writer::with_capacity(now, 1024 + 256 * self.conns.len() + output + rooms);
         w.out.extend_from_slice(STATE_MAGIC);
         w.u16(STATE_VERSION);
         // `sharded` keeps the count within 16 bits.

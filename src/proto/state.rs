@@ -109,7 +109,13 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(now: Instant) -> Self {
-        Self { out: Vec::new(), now }
+        Self::with_capacity(now, 0)
+    }
+
+    /// A writer with room for `capacity` bytes: a state with megabytes of
+    /// output in it is written without growing (and copying) its buffer.
+    pub(crate) fn with_capacity(now: Instant, capacity: usize) -> Self {
+        Self { out: Vec::with_capacity(capacity), now }
     }
 
     pub(crate) fn u8(&mut self, v: u8) {

@@ -159,7 +159,10 @@ impl Server {
     /// exits; on any error it serves on.
     pub fn take_over(config: ServerConfig, fd: RawFd) -> Result<Self, StartError> {
         let inherited = takeover::receive(fd).map_err(StartError::Takeover)?;
-        match Self::adopt(&config, inherited.fds, &inherited.shards, inherited.takeovers) {
+        let shards: Vec<(&[u8], &[u8], usize)> = (inherited.shards.iter())
+            .map(|(core, driver, fds)| (&inherited.state[core.clone()], &inherited.state[driver.clone()], *fds))
+            .collect();
+        match Self::adopt(&config, inherited.fds, &shards, inherited.takeovers) {
             Ok(server) => {
                 inherited.link.commit().map_err(StartError::Takeover)?;
                 Ok(server)
@@ -174,7 +177,7 @@ impl Server {
     fn adopt(
         config: &ServerConfig,
         fds: Vec<OwnedFd>,
-        shards: &[(Vec<u8>, Vec<u8>, usize)],
+        shards: &[(&[u8], &[u8], usize)],
         takeovers: u64,
     ) -> Result<Self, StartError> {
         let relays = relays(config)?;

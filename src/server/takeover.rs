@@ -29,6 +29,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -247,20 +248,34 @@ fn send_state(link: &Link, exported: &[Exported], takeovers: u64) -> Result<(), 
     for chunk in fds.chunks(FDS_PER_PACKET) {
         link.send(b"F", chunk).map_err(|e| format!("passing sockets: {e}"))?;
     }
-    let mut state = Vec::new();
-    state.extend_from_slice(&takeovers.to_le_bytes());
-    state.extend_from_slice(&(exported.len() as u16).to_le_bytes());
-    for e in exported {
-        for part in [&e.relay, &e.driver] {
-            state.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            state.extend_from_slice(part);
-        }
-        state.extend_from_slice(&(e.fds.len() as u32).to_le_bytes());
+    // The clients wait while this runs: the parts go out as they are, packed
+    // into packets, with no copy of the whole in between.
+    let total: usize = 8 + 8 + 2 + exported.iter().map(|e| 8 + e.relay.len() + 8 + e.driver.len() + 4).sum::<usize>();
+    let mut header = Vec::with_capacity(18);
+    header.extend_from_slice(&(total as u64).to_le_bytes());
+    header.extend_from_slice(&takeovers.to_le_bytes());
+    header.extend_from_slice(&(exported.len() as u16).to_le_bytes());
+    let lengths: Vec<[u8; 8]> =
+        exported.iter().flat_map(|e| [e.relay.len(), e.driver.len()]).map(|n| (n as u64).to_le_bytes()).collect();
+    let counts: Vec<[u8; 4]> = exported.iter().map(|e| (e.fds.len() as u32).to_le_bytes()).collect();
+    let mut parts: Vec<&[u8]> = vec![&header];
+    for (i, e) in exported.iter().enumerate() {
+        parts.extend([&lengths[2 * i][..], &e.relay, &lengths[2 * i + 1][..], &e.driver, &counts[i][..]]);
     }
-    for chunk in state.chunks(CHUNK) {
-        let mut packet = Vec::with_capacity(chunk.len() + 1);
-        packet.push(b'S');
-        packet.extend_from_slice(chunk);
+    let mut packet = Vec::with_capacity(CHUNK + 1);
+    packet.push(b'S');
+    for mut part in parts {
+        while !part.is_empty() {
+            let take = part.len().min(CHUNK + 1 - packet.len());
+            packet.extend_from_slice(&part[..take]);
+            part = &part[take..];
+            if packet.len() == CHUNK + 1 {
+                link.send(&packet, &[]).map_err(|e| format!("passing the state: {e}"))?;
+                packet.truncate(1);
+            }
+        }
+    }
+    if packet.len() > 1 {
         link.send(&packet, &[]).map_err(|e| format!("passing the state: {e}"))?;
     }
     link.send(b"E", &[]).map_err(|e| format!("passing the state: {e}"))
@@ -272,9 +287,11 @@ pub(super) struct Inherited {
     pub(super) link: Link,
     pub(super) fds: Vec<OwnedFd>,
     pub(super) takeovers: u64,
-    /// Per shard: the core's state, the driver's, and how many of the
-    /// descriptors are its own (they come shard after shard).
-    pub(super) shards: Vec<(Vec<u8>, Vec<u8>, usize)>,
+    /// Every shard's states, one after the other.
+    pub(super) state: Vec<u8>,
+    /// Per shard: where in `state` the core's state and the driver's are,
+    /// and how many of the descriptors are its own (they come shard after shard).
+    pub(super) shards: Vec<(Range<usize>, Range<usize>, usize)>,
 }
 
 /// The new process's side, up to the state: says hello on `fd` and reads
@@ -288,35 +305,42 @@ pub(super) fn receive(fd: RawFd) -> Result<Inherited, String> {
     hello.extend_from_slice(&std::process::id().to_le_bytes());
     link.send(&hello, &[]).map_err(|e| format!("hello: {e}"))?;
     let (mut fds, mut state) = (Vec::new(), Vec::new());
+    let mut buf = vec![0; CHUNK + 64];
     loop {
-        let (packet, mut got) = link.recv_fds(START_DEADLINE + IMPORT_DEADLINE).map_err(|e| e.to_string())?;
-        match packet.first() {
+        let (n, mut got) = link.recv_into(&mut buf, START_DEADLINE + IMPORT_DEADLINE).map_err(|e| e.to_string())?;
+        match buf[..n].first() {
             Some(b'F') => fds.append(&mut got),
-            Some(b'S') => state.extend_from_slice(&packet[1..]),
+            Some(b'S') => {
+                if state.is_empty() && n >= 9 {
+                    // The first eight bytes say how much follows: one allocation for it all.
+                    let total = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
+                    state.reserve(usize::try_from(total).unwrap_or(0).min(1 << 32));
+                }
+                state.extend_from_slice(&buf[1..n]);
+            }
             Some(b'E') => break,
             _ => return Err("the old process sent something else than its state".into()),
         }
     }
-    let mut at = 0;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let part = state.get(at..at + n).ok_or("the state ends early")?;
-        at += n;
-        Ok(part)
+    let mut at: usize = 8;
+    let mut take = |n: usize| -> Result<Range<usize>, String> {
+        let range = at..at.checked_add(n).filter(|&end| end <= state.len()).ok_or("the state ends early")?;
+        at = range.end;
+        Ok(range)
     };
-    let takeovers = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
-    let count = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
-    let mut shards = Vec::with_capacity(usize::from(count));
+    let number = |r: Range<usize>| state[r].iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    let takeovers = number(take(8)?);
+    let count = number(take(2)?);
+    let mut shards = Vec::new();
     for _ in 0..count {
-        let mut part = || -> Result<Vec<u8>, String> {
-            let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
-            Ok(take(usize::try_from(len).map_err(|_| "a state too large")?)?.to_vec())
-        };
-        let relay = part()?;
-        let driver = part()?;
-        let fds = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        let relay = number(take(8)?);
+        let relay = take(usize::try_from(relay).map_err(|_| "a state too large")?)?;
+        let driver = number(take(8)?);
+        let driver = take(usize::try_from(driver).map_err(|_| "a state too large")?)?;
+        let fds = number(take(4)?) as usize;
         shards.push((relay, driver, fds));
     }
-    Ok(Inherited { link, fds, takeovers, shards })
+    Ok(Inherited { link, fds, takeovers, state, shards })
 }
 
 impl Link {
@@ -383,17 +407,19 @@ impl Link {
     }
 
     fn recv(&self, within: Duration) -> io::Result<Vec<u8>> {
-        let (packet, fds) = self.recv_fds(within)?;
+        let mut buf = vec![0; 256];
+        let (n, fds) = self.recv_into(&mut buf, within)?;
         if !fds.is_empty() {
             return Err(io::Error::other("descriptors where none were expected"));
         }
-        Ok(packet)
+        buf.truncate(n);
+        Ok(buf)
     }
 
-    /// One packet and the descriptors that came with it, within `within`.
-    fn recv_fds(&self, within: Duration) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    /// One packet into `buf`, its length and the descriptors that came with
+    /// it, within `within`.
+    fn recv_into(&self, buf: &mut [u8], within: Duration) -> io::Result<(usize, Vec<OwnedFd>)> {
         set_timeout(&self.0, within)?;
-        let mut buf = vec![0u8; CHUNK + 64];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: CMSG_SPACE only computes a size.
         let space = unsafe { libc::CMSG_SPACE((FDS_PER_PACKET * std::mem::size_of::<RawFd>()) as u32) } as usize;
@@ -439,8 +465,7 @@ impl Link {
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the other process closed the link"));
         }
-        buf.truncate(n);
-        Ok((buf, fds))
+        Ok((n, fds))
     }
 }
 
