@@ -34,7 +34,7 @@ cat >"$work/types/check.ts" <<'EOF'
 import WebSocketRelay, { WebSocketRelay as Named, relayUrl, type MessageHandler, type WebSocketRelayOptions } from './ws-relay.js';
 
 const options: WebSocketRelayOptions = { reconnect: true, baseDelay: 500, maxDelay: 15000 };
-const tokens: WebSocketRelayOptions[] = [{ token: 'jwt' }, { token: () => 'jwt' }, { token: async () => 'jwt' }];
+const tokens: WebSocketRelayOptions[] = [{ token: 'jwt' }, { token: () => 'jwt' }, { token: async () => 'jwt' }, { resume: true }];
 const relay: Named = new WebSocketRelay(new URL('https://example.com/game?x=1'), options);
 const other = new WebSocketRelay('http://example.com/');
 const bare = new WebSocketRelay();
@@ -53,6 +53,7 @@ relay.onrecv = (source, msgtype, data) => { console.log(source, msgtype, data); 
 relay.onbinary = (source, data) => { const b: number = data[0]; console.log(source, b); };
 relay.onreconnect = (newId, oldId) => { console.log(newId, oldId); };
 relay.ondisconnect = (code, reason, willReconnect) => { const n: number = code; console.log(n, reason, willReconnect); };
+relay.onresume = (id) => { const s: string = id; console.log(s); };
 const onreport: MessageHandler = function (source, data) { this.send('ack ' + data, source); };
 relay.onreport = onreport;
 class Game extends WebSocketRelay {

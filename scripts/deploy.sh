@@ -92,7 +92,7 @@ ping_interval=1
 start_relay() {
     local name=$2 wrap=()
     [ "$1" = trace ] && wrap=(strace -f -qq -o "$tmp/relay-$name.strace")
-    RUST_LOG=debug "${wrap[@]}" "$relay_bin" --listen 127.0.0.1:0 \
+    RUST_LOG=debug "${wrap[@]}" "$relay_bin" --listen 127.0.0.1:0 --pid-file "$tmp/relay-$name.pid" \
         --ping-interval "${ping_interval}s" --ping-timeout 2s \
         >"$tmp/relay-$name.out" 2>"$tmp/relay-$name.log" &
     relay_job=$!
@@ -156,6 +156,12 @@ check_proxy() {
 
 echo "== nginx $(nginx -v 2>&1 | sed 's|.*/||'): deploy/nginx.conf"
 start_relay trace nginx
+# A takeover first, as `systemctl reload` does it, so the trace checked
+# against the unit's sandbox below covers it, and nginx talks to the new process.
+"$relay_bin" --takeover "$relay_pid" 2>>"$tmp/relay-nginx.log" || fail "the takeover before the nginx run"
+relay_pid=$(cat "$tmp/relay-nginx.pid")
+pids=("$relay_pid" "${pids[@]}")
+echo "  ok: ws-relay --takeover: pid $relay_pid serves now"
 port=$(free_port)
 mkdir -p "$tmp/nginx"
 cp deploy/nginx.conf "$tmp/nginx/ws-relay.conf"
@@ -187,8 +193,10 @@ check_proxy nginx "$port" "$tmp/relay-nginx.log" "$tmp/nginx/stderr.log" \
 
 echo "== systemd unit: deploy/ws-relay.service"
 cp "$relay_bin" "$tmp/ws-relay"
-sed "s|^ExecStart=/usr/local/bin/ws-relay|ExecStart=$tmp/ws-relay|" deploy/ws-relay.service >"$tmp/ws-relay.service"
+sed "s|^\(Exec[A-Za-z]*\)=/usr/local/bin/ws-relay|\1=$tmp/ws-relay|" deploy/ws-relay.service >"$tmp/ws-relay.service"
 grep -q "^ExecStart=$tmp/ws-relay\$" "$tmp/ws-relay.service" || fail "deploy/ws-relay.service: no ExecStart=/usr/local/bin/ws-relay"
+grep -q "^ExecReload=$tmp/ws-relay --takeover \$MAINPID\$" "$tmp/ws-relay.service" ||
+    fail "deploy/ws-relay.service: no ExecReload=/usr/local/bin/ws-relay --takeover \$MAINPID"
 systemd-analyze verify --man=no "$tmp/ws-relay.service" || fail "systemd-analyze verify"
 echo "  ok: systemd-analyze verify"
 exposure=$(systemd-analyze security --offline=yes --threshold=20 "$tmp/ws-relay.service" 2>&1 |

@@ -256,6 +256,22 @@ pub enum Op {
         /// The subject it is let in as.
         subject: Option<String>,
     },
+    /// The relay hands everything over to a new relay, as a takeover does,
+    /// which carries on in its place.
+    Handover,
+    /// A client connects to room `room % 3` offering session key `key % 3`.
+    ConnectSession {
+        /// Which of three rooms.
+        room: u8,
+        /// Which of three keys.
+        key: u8,
+    },
+    /// A new connection offers a seated client's session key, for its room:
+    /// it takes the seat back (a parked one, or a live one it replaces).
+    Resume {
+        /// Which client.
+        client: u8,
+    },
     /// The server API publishes into one of the rooms, as id 0.
     Publish {
         /// Which of the rooms.
@@ -284,7 +300,20 @@ struct Client {
     peers: BTreeSet<u64>,
     /// Sent bytes the relay may not read as the harness meant, so its messages can't be predicted.
     tainted: bool,
+    /// Which of [`KEYS`] it offered as its session key.
+    offered: Option<usize>,
+    /// Which of [`KEYS`] its seat holds: the key it offered, if no seated
+    /// client held that key when it joined.
+    key: Option<usize>,
+    /// While parked: the messages its seat must keep, in order; `None` once
+    /// they can no longer be known (it had stopped reading before).
+    kept: Option<Vec<Received>>,
+    /// Right after a resume: the messages the new connection must be given.
+    resumed: Option<Vec<Received>>,
 }
+
+/// Session keys the fuzzer's clients offer: few, so sessions meet.
+const KEYS: [&str; 3] = ["session-key-number-one", "session-key-number-two", "session-key-number-3--"];
 
 /// A whole relay session driven by fuzzer-chosen operations through the
 /// shared harness ([`Sim`]), checking on every step: every byte to a client
@@ -294,6 +323,12 @@ struct Client {
 /// sender's id; nothing is queued for a connection after its `Close`; the
 /// core's own output bound holds for every upgraded client, and one that
 /// stops reading is cut off once it would pass it, and its room hears it quit.
+/// A handover to a new relay may come at any step: every rule above holds
+/// across it, and the new relay's state, exported again, is the old one's.
+/// Clients may hold resumable sessions: one whose transport ends keeps its
+/// seat, its room hears nothing, and a connection resuming it is told its id
+/// and given exactly the messages sent to it meanwhile, in order; or the
+/// window passes and its room hears it quit.
 pub fn session(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(admission) = bool::arbitrary(&mut u) else { return };
@@ -338,8 +373,11 @@ impl Fuzz {
             Op::ConnectRaw { bytes } => self.connect(false, &bytes),
             Op::Send { client, target, binary, mut body, fragments } => {
                 let Some(i) = self.pick(client) else { return };
-                // A leading letter keeps the body non-empty, unstripped, and clear of `self`/`join`/`quit`.
-                body.insert(0, b'm');
+                // Binary goes byte for byte, whatever it holds. A text body gets a leading
+                // letter, which keeps it non-empty, unstripped, and clear of the relay's types.
+                if !binary {
+                    body.insert(0, b'm');
+                }
                 let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
                 let token = match &target {
                     FuzzTarget::All => "*".to_owned(),
@@ -411,6 +449,36 @@ impl Fuzz {
                 };
                 self.sim.admit(conn, verdict);
             }
+            Op::Handover => self.sim.handover(),
+            Op::ConnectSession { room, key } => {
+                let room = ROOMS[room as usize % ROOMS.len()];
+                let key = key as usize % KEYS.len();
+                let relay = &self.sim.relay;
+                // Two upgrades with one key still waiting to join would race for one seat.
+                let waiting = |c: &Client| self.sim.closed(c.conn).is_none() && c.id.is_none();
+                if self.clients.iter().any(|c| c.offered == Some(key) && waiting(c)) {
+                    return;
+                }
+                let holder = (self.clients.iter().enumerate())
+                    .find(|(_, c)| c.key == Some(key) && relay.member(c.conn).is_some())
+                    .map(|(j, c)| (j, relay.member(c.conn).is_some_and(|(r, _)| r == room.as_bytes())));
+                match holder {
+                    // The key's seat is in this room: this is its resume.
+                    Some((j, true)) => self.resume(j),
+                    // A fresh join; whether its key makes a session is settled when it joins.
+                    _ => {
+                        self.connect(true, &with_session(room, KEYS[key]));
+                        if let Some(c) = self.clients.last_mut() {
+                            c.offered = Some(key);
+                        }
+                    }
+                }
+            }
+            Op::Resume { client } => {
+                if let Some(i) = self.pick(client) {
+                    self.resume(i);
+                }
+            }
             Op::Publish { room, to, binary, body } => {
                 let room = ROOMS[usize::from(room) % ROOMS.len()];
                 let to = to.map_or(To::All, |n| To::Id(u64::from(1 + n % 8)));
@@ -430,12 +498,63 @@ impl Fuzz {
         self.sim.feed(c.conn, bytes);
     }
 
+    /// A new connection with client `client`'s key takes its seat, if it has
+    /// a key and a seat and the relay takes upgrades.
+    fn resume(&mut self, i: usize) {
+        let relay = &self.sim.relay;
+        let (Some(key), Some((room, id))) = (self.clients[i].key, relay.member(self.clients[i].conn)) else { return };
+        if relay.is_shutting_down() || self.clients.len() >= 24 {
+            return;
+        }
+        let room = String::from_utf8(room.to_vec()).expect("the fuzzer's rooms are text");
+        let old = self.clients[i].conn;
+        let replaced = self.sim.closed(old).is_none();
+        let conn = self.sim.connect_raw(&with_session(&room, KEYS[key]));
+        if let Some(at) = self.sim.admissions.iter().position(|(c, _)| *c == conn) {
+            self.sim.admissions.remove(at);
+            self.sim.admit(conn, crate::Verdict::Accept { subject: None });
+        }
+        let c = &mut self.clients[i];
+        let inbox = &self.sim.peer(conn).inbox;
+        assert_eq!(inbox.first(), Some(&Received::Http(101)), "a resume is upgraded");
+        assert_eq!(inbox.get(1), Some(&Received::Text(format!("{id} resume"))), "then told it resumed its id");
+        c.resumed = if replaced { None } else { c.kept.take() };
+        c.kept = Some(Vec::new());
+        c.conn = conn;
+        c.seen = 2;
+        if replaced {
+            // The connection it replaced lives on until its close: a client of its own now.
+            let seen = self.sim.peer(old).inbox.len();
+            self.clients.push(Client {
+                conn: old,
+                seen,
+                id: None,
+                peers: BTreeSet::new(),
+                tainted: true,
+                offered: None,
+                key: None,
+                kept: None,
+                resumed: None,
+            });
+        }
+    }
+
     fn connect(&mut self, valid: bool, request: &[u8]) {
         if self.clients.len() >= 24 {
             return;
         }
         let conn = self.sim.connect_raw(request);
-        self.clients.push(Client { conn, seen: 0, id: None, peers: BTreeSet::new(), tainted: !valid });
+        self.clients.push(Client {
+            conn,
+            seen: 0,
+            id: None,
+            peers: BTreeSet::new(),
+            tainted: !valid,
+            offered: None,
+            key: None,
+            kept: Some(Vec::new()),
+            resumed: None,
+        });
     }
 
     /// Who must receive what when the server publishes `body` to `to` in `room`.
@@ -483,9 +602,26 @@ impl Fuzz {
     }
 
     fn check(&mut self, expect: Option<Expected>) {
+        let unjoined: Vec<usize> = (0..self.clients.len()).filter(|&i| self.clients[i].id.is_none()).collect();
+        self.check_clients(expect);
+        // A key makes a session when no seated client holds it as the client joins.
+        for i in unjoined {
+            let Some(key) = self.clients[i].offered.filter(|_| self.clients[i].id.is_some()) else { continue };
+            let relay = &self.sim.relay;
+            let held = (self.clients.iter().enumerate())
+                .any(|(j, c)| j != i && c.key == Some(key) && relay.member(c.conn).is_some());
+            if !held {
+                self.clients[i].key = Some(key);
+            }
+        }
+    }
+
+    fn check_clients(&mut self, expect: Option<Expected>) {
         let relay = &self.sim.relay;
+        // A parked session has had its Close, and its seat waits for it.
+        let parked = |c: &Client| self.sim.closed(c.conn).is_some() && relay.member(c.conn).is_some();
         let held = (self.clients.iter())
-            .filter(|c| self.sim.closed(c.conn).is_none() || !relay.pending(c.conn).is_empty())
+            .filter(|c| self.sim.closed(c.conn).is_none() || !relay.pending(c.conn).is_empty() || parked(c))
             .count();
         assert_eq!(relay.connections(), held, "the core holds connections nobody has, or lost some");
         let bound = relay.config().max_pending;
@@ -498,8 +634,19 @@ impl Fuzz {
                 // It lost bytes on purpose, and the core has let it go.
                 continue;
             }
+            if self.sim.closed(c.conn).is_some() && relay.member(c.conn).is_some() {
+                // Parked: what it is sent waits for its resume, in order.
+                if let (Some(kept), Some((_, recipients, Some(message)))) = (&mut c.kept, &expect) {
+                    if recipients.contains(&i) {
+                        kept.push(message.clone());
+                    }
+                }
+                continue;
+            }
             if peer.stalled {
-                // Nothing reaches it; its inbox is checked once it reads again.
+                // Nothing reaches it; its inbox is checked once it reads again, and
+                // what a seat keeps for it if it drops meanwhile cannot be known.
+                c.kept = None;
                 continue;
             }
             let mut data = Vec::new();
@@ -531,6 +678,11 @@ impl Fuzz {
                 }
             }
             c.seen = peer.inbox.len();
+            // Reading everything, it has nothing its seat would keep.
+            c.kept = Some(Vec::new());
+            if let Some(resumed) = c.resumed.take() {
+                assert_eq!(data, resumed, "client {i}: what its seat kept, after its resume");
+            }
             // Only one client sent this step, so everyone else must have heard exactly what it said.
             if let Some((sender, recipients, message)) = &expect {
                 let want: Vec<Received> = message.iter().filter(|_| recipients.contains(&i)).cloned().collect();
@@ -543,6 +695,13 @@ impl Fuzz {
             }
         }
     }
+}
+
+/// An upgrade to `room` offering session `key`.
+fn with_session(room: &str, key: &str) -> Vec<u8> {
+    let request = String::from_utf8(upgrade_request(room, "fuzz")).expect("the request is text");
+    let protocols = format!("\r\nSec-WebSocket-Protocol: ws-relay, ws-relay.session.{key}\r\n\r\n");
+    request.replace("\r\n\r\n", &protocols).into_bytes()
 }
 
 /// A relay message as `fragments` masked frames.

@@ -47,9 +47,10 @@ pub use proto::config::{
     Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, Secret, MAX_DURATION,
 };
 pub use proto::error::{HandshakeError, ProtocolError, RelayError};
-pub use proto::metrics::{render as render_metrics, Snapshot};
+pub use proto::metrics::{render as render_metrics, ProcessInfo, Snapshot};
 pub use proto::relay::Relay;
 pub use proto::shard::{shard_of, Shard};
+pub use proto::state::{ImportError, STATE_VERSION};
 pub use proto::stats::Stats;
 
 /// The README's examples, compiled and run as doctests.

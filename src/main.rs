@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info};
-use ws_relay::server::{Server, ServerConfig, StartError};
+use ws_relay::server::{Server, ServerConfig, StartError, Successor};
 use ws_relay::token::Verifier;
 use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode, Secret};
 
@@ -79,6 +79,27 @@ struct Args {
     /// Do not serve the demo game (/) and ws-relay.js on the public port.
     #[arg(long, env = "WS_RELAY_NO_PAGES")]
     no_pages: bool,
+
+    /// How long a client that opted in to a resumable session (ws-relay.js `resume: true`) keeps its seat
+    /// after its connection drops without a close frame; 0 turns sessions off.
+    #[arg(long, env = "WS_RELAY_RESUME_WINDOW", default_value_t = Window(D.resume_window))]
+    resume_window: Window,
+
+    /// The most sessions waiting to be resumed at once; past it a dropped client leaves its room at once.
+    #[arg(long, env = "WS_RELAY_MAX_PARKED", default_value_t = D.max_parked)]
+    max_parked: usize,
+
+    /// Write the relay's process id to this file at start, and again from the
+    /// new process after a takeover.
+    #[arg(long, env = "WS_RELAY_PID_FILE")]
+    pid_file: Option<PathBuf>,
+
+    /// Do not start a relay: hand the running relay with this process id to
+    /// the binary now at its path (as SIGUSR2 does) and wait. Exits 0 once the
+    /// old process has handed over and exited, 1 if it is still serving after
+    /// 20 s (the reason is in its log).
+    #[arg(long, value_name = "PID")]
+    takeover: Option<u32>,
 
     /// Serve an RFC 6455 echo service on every path instead of the relay (for conformance suites).
     #[arg(long, env = "WS_RELAY_ECHO")]
@@ -210,6 +231,31 @@ impl fmt::Display for Secs {
     }
 }
 
+/// A duration that may be 0, which turns what it times off.
+#[derive(Clone, Copy, Debug)]
+struct Window(Duration);
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "0" | "0s" | "0ms" => Ok(Window(Duration::ZERO)),
+            other => other.parse::<Secs>().map(|s| Window(s.0)),
+        }
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            f.write_str("0")
+        } else {
+            Secs(self.0).fmt(f)
+        }
+    }
+}
+
 /// A secret from a file: its bytes, less one trailing newline (editors add
 /// one). A secret is never a flag's value, which `ps` would show.
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
@@ -226,9 +272,36 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// `--takeover PID`: SIGUSR2 to the relay, then wait for it to exit.
+fn take_over(pid: u32) -> ExitCode {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return ExitCode::from(2) };
+    // SAFETY: kill(2) with a valid signal number; a wrong pid is reported by its result.
+    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
+        error!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        // Signal 0 checks that the process still exists; a zombie (exited,
+        // not yet reaped by its parent) has handed over too.
+        // SAFETY: as above.
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        if unsafe { libc::kill(pid, 0) } != 0 || zombie {
+            info!("pid {pid} handed over and exited");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    error!("pid {pid} is still serving: the takeover failed, and its log says why");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(pid) = args.takeover {
+        return take_over(pid);
+    }
     // The operator's port under its older name, for deployments that set it.
     let admin_listen =
         args.admin_listen.or_else(|| std::env::var("WS_RELAY_METRICS_LISTEN").ok().and_then(|a| a.parse().ok()));
@@ -287,6 +360,8 @@ fn main() -> ExitCode {
         ping_timeout: args.ping_timeout.0,
         close_timeout: args.close_timeout.0,
         max_pending: args.max_pending,
+        resume_window: args.resume_window.0,
+        max_parked: args.max_parked,
     };
     let config = ServerConfig {
         listen: args.listen,
@@ -295,8 +370,17 @@ fn main() -> ExitCode {
         drain_timeout: args.drain_timeout.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         tokens,
+        // Read now: once the file is replaced, /proc/self/exe names a deleted one.
+        successor: std::env::current_exe()
+            .ok()
+            .map(|program| Successor { program, args: std::env::args_os().skip(1).collect() }),
     };
-    let server = match Server::bind(config.clone()) {
+    let inherited = ws_relay::server::takeover_link();
+    let started = match inherited {
+        Some(fd) => Server::take_over(config.clone(), fd),
+        None => Server::bind(config.clone()),
+    };
+    let server = match started {
         Ok(s) => s,
         Err(StartError::Config(e)) => {
             error!("{e}");
@@ -306,7 +390,25 @@ fn main() -> ExitCode {
             error!("cannot listen on {} (metrics: {:?}): {e}", config.listen, config.metrics_listen);
             return ExitCode::FAILURE;
         }
+        Err(e) => {
+            error!("{e}; the old process serves on");
+            return ExitCode::FAILURE;
+        }
     };
+    if inherited.is_some() {
+        info!("took over: this is takeover {} of the relay", server.takeovers());
+    } else {
+        ws_relay::server::notify_ready();
+    }
+    if let Some(path) = &args.pid_file {
+        // Written aside and renamed, so a reader never sees it empty or half written.
+        let aside = path.with_extension("new");
+        let written =
+            std::fs::write(&aside, format!("{}\n", std::process::id())).and_then(|()| std::fs::rename(&aside, path));
+        if let Err(e) = written {
+            error!("cannot write {}: {e}", path.display());
+        }
+    }
     let addr = server.local_addr();
     let r = &config.relay;
     info!(
@@ -325,12 +427,16 @@ fn main() -> ExitCode {
         r.ping_interval,
         if r.proxy_protocol { ", PROXY protocol required" } else { "" },
     );
-    // Scripts and tests that bind port 0 read the real addresses from these lines;
-    // a closed stdout is no reason to stop.
-    let _ = writeln!(std::io::stdout(), "listening on {addr}");
+    // Scripts and tests that bind port 0 read the real addresses from these lines,
+    // once: a process that took over says nothing new. A closed stdout is no reason to stop.
+    if inherited.is_none() {
+        let _ = writeln!(std::io::stdout(), "listening on {addr}");
+    }
     if let Some(metrics) = server.metrics_addr() {
         info!("operator's port on {metrics}: /metrics, /healthz{}", if api { ", /api/" } else { "" });
-        let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
+        if inherited.is_none() {
+            let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
+        }
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,6 +139,20 @@ impl Sim {
         self.drain();
     }
 
+    /// Moves every connection to a new relay with the same configuration, as
+    /// a takeover does: the old one exports its state, the new one imports
+    /// it at the same moment, and the harness drives the new one from then on.
+    /// Upgrades waiting for a verdict are asked about again.
+    pub fn handover(&mut self) {
+        let state = self.relay.export_state(self.now);
+        let mut next = Relay::new(self.relay.config().clone()).expect("the harness runs valid configurations");
+        next.import_state(&state, self.now).unwrap_or_else(|e| panic!("a relay's own state is refused: {e}"));
+        assert!(next.export_state(self.now) == state, "a state imported and exported again changed");
+        self.relay = next;
+        self.admissions.clear();
+        self.drain();
+    }
+
     /// `conn`'s transport fails.
     pub fn drop_transport(&mut self, conn: ConnId) {
         self.relay.handle_close(conn, self.now);

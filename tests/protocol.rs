@@ -94,12 +94,19 @@ fn binary_is_relayed_byte_for_byte() {
     for x in [a, b, c] {
         s.take(x);
     }
-    s.feed(a, &frame(OpCode::Binary, b"*\t\xff\x00\x80 raw"));
-    let want = Binary(b"1 \xff\x00\x80 raw".to_vec());
+    // One space after the target, then the payload byte for byte: leading
+    // whitespace, nothing at all, or a word the relay's notices use.
+    s.feed(a, &frame(OpCode::Binary, b"* \t\xff\x00\x80 raw"));
+    let want = Binary(b"1 \t\xff\x00\x80 raw".to_vec());
     assert_eq!(s.take(b), std::slice::from_ref(&want));
     assert_eq!(s.take(c), [want]);
-    s.feed(c, &frame(OpCode::Binary, b"2 \x01"));
-    assert_eq!(s.take(b), [Binary(b"3 \x01".to_vec())]);
+    for payload in [&b"\x01"[..], b"", b"self", b"  quit"] {
+        s.feed(c, &frame(OpCode::Binary, &[&b"2 "[..], payload].concat()));
+        assert_eq!(s.take(b), [Binary([&b"3 "[..], payload].concat())]);
+    }
+    // The separator is one space: a tab is no separator, so this target is no target.
+    s.feed(a, &frame(OpCode::Binary, b"*\tx y"));
+    assert_eq!(close_code(&s.take(a)), Some(1008));
 }
 
 #[test]
@@ -298,6 +305,26 @@ fn keepalive_pings_quiet_clients_and_closes_silent_ones() {
     assert_eq!(s.closed(silent).unwrap(), CloseReason::KeepaliveTimeout);
     assert_eq!(s.texts(talker), ["2 quit"]);
     assert!(s.closed(talker).is_none(), "a client that answered stays");
+}
+
+/// Keepalive runs both ways: a client that keeps sending but is sent
+/// nothing (alone in its room) is pinged each interval all the same, so a
+/// proxy in front that times out a direction idle for long sees traffic.
+#[test]
+fn a_client_the_relay_sends_nothing_is_pinged_though_it_talks() {
+    let config =
+        Config { ping_interval: Duration::from_secs(1), ping_timeout: Duration::from_secs(1), ..Config::default() };
+    let mut s = Sim::new(config);
+    let talker = s.join(ROOM);
+    s.take(talker);
+    let mut pings = 0;
+    for _ in 0..12 {
+        s.advance(Duration::from_millis(250));
+        s.send(talker, "* anyone?");
+        pings += s.take(talker).iter().filter(|r| matches!(r, Ping(_))).count();
+    }
+    assert_eq!(pings, 3, "one ping for each second it was sent nothing");
+    assert!(s.closed(talker).is_none(), "talking answers a ping as well as a pong does");
 }
 
 #[test]

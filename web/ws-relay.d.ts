@@ -33,6 +33,19 @@ export interface WebSocketRelayOptions {
    * a failed connection and is retried with the backoff.
    */
   token?: string | (() => string | Promise<string>);
+  /**
+   * Keep this player's seat across a network blip. Default `false`. The
+   * instance makes a random session key and offers it on every connect
+   * (`ws-relay.session.<key>`); when the connection drops without a close,
+   * the relay keeps the seat for its resume window (10 s by default) and
+   * queues what the room sends. The instance reconnects at once, and if the
+   * seat is still there the relay says so: the same id, every message sent
+   * meanwhile, and `onresume(id)` instead of the `onquit`/`onreconnect`/
+   * `onself`/`onjoin` sequence of a fresh join; `ready` stays resolved and
+   * the peers stay listed throughout. If the seat is gone, the page sees
+   * that sequence, as without `resume`.
+   */
+  resume?: boolean;
 }
 
 /**
@@ -86,7 +99,8 @@ export function relayUrl(pageUrl: string | URL): string;
  *    `onself(newId, '')`, then `onjoin(peer, '')` for every peer present.
  *
  * So a game written for the original helper, which knows nothing of
- * reconnection, drops its peers and starts afresh with a new id. The new id is
+ * reconnection, drops its peers and starts afresh with a new id. With the
+ * `resume` option a blip costs nothing: see {@link WebSocketRelayOptions.resume}. The new id is
  * a different client, but may be the same number when the relay itself
  * restarted (rooms then number from 1 again).
  */
@@ -144,19 +158,15 @@ export class WebSocketRelay {
    *
    * @throws TypeError when the relay would close the client for it: a target
    * that is neither `'*'` nor decimal digits, an empty message, or a message
-   * of type `self`, `join` or `quit`.
+   * of type `self`, `join`, `quit` or `resume`.
    */
   send(message: string, target?: string | number): boolean;
 
   /**
    * Sends a binary message: the ASCII `${target} ` followed by `bytes`. The
-   * recipients' `onbinary(source, bytes)` receives the bytes exactly. Same
-   * targets and return value as send().
-   *
-   * @throws RangeError for what the relay cannot carry byte for byte: an
-   * empty message, a first byte that is ASCII whitespace (the relay skips
-   * whitespace after the target), or a message starting with the word `self`,
-   * `join` or `quit`. Start binary messages with a tag byte of your own.
+   * recipients' `onbinary(source, bytes)` receives the bytes exactly, whatever
+   * they are: empty, starting with whitespace or with any word. Same targets
+   * and return value as send().
    */
   sendBinary(bytes: ArrayBuffer | ArrayBufferView, target?: string | number): boolean;
 
@@ -178,6 +188,11 @@ export class WebSocketRelay {
   onbinary?(source: string, data: Uint8Array): void;
   /** A new connection replaces a lost one; called before its `onself`. */
   onreconnect?(newId: string, oldId: string): void;
+  /**
+   * With `resume`: a new connection took back the seat of a lost one, with
+   * the same `id`; the messages sent to it meanwhile follow.
+   */
+  onresume?(id: string): void;
   /**
    * The connection I had an id on is lost (not called after close()). `code`
    * is the WebSocket close code: 1006 when the connection simply broke, 1001

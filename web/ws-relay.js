@@ -15,7 +15,8 @@
 //   relay.send('offer ...', peerId)                  // to one peer
 //
 // and adds binary messages, a `ready` promise, `close()`, reconnection with
-// exponential backoff, and tokens for relays that check them (`token`).
+// exponential backoff, tokens for relays that check them (`token`), and
+// resumable sessions that keep a player's id across a network blip (`resume`).
 // ws-relay.d.ts documents every member.
 //
 // SPDX-License-Identifier: MIT
@@ -26,13 +27,18 @@ const CONNECTING = 0
 // Handlers this module calls for its own events: a peer's message of one of
 // these types is never dispatched to `on<type>` (it would let any player fake
 // them), only to `onrecv` when the page defines it.
-const LOCAL_EVENTS = new Set(['recv', 'binary', 'reconnect', 'disconnect'])
+const LOCAL_EVENTS = new Set(['recv', 'binary', 'reconnect', 'disconnect', 'resume'])
 
 // Message types only the relay may send; it closes a client (1008) that sends them.
-const RELAY_TYPES = new Set(['self', 'join', 'quit'])
+const RELAY_TYPES = new Set(['self', 'join', 'quit', 'resume'])
 
-// ASCII whitespace as the relay counts it: space, tab, LF, VT, FF, CR.
-const isSpace = (b) => b === 0x20 || (b >= 0x09 && b <= 0x0d)
+// A session key: 16 random bytes in base64url, 22 characters, as the relay
+// wants (22 to 64, no padding: browsers refuse `=` in a subprotocol).
+function sessionKey () {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
 const TARGET = /^(\*|[0-9]+)$/
 
 /** The WebSocket URL of the relay for the page at `pageUrl`. */
@@ -73,6 +79,12 @@ export class WebSocketRelay {
   #readySettled = false
   // A 4401 since the last `self`: the next one means the token source cannot help.
   #tokenRefused = false
+  // With `resume`: this client's session key, for its whole life.
+  #session = null
+  // The connection was lost with the session's seat kept: the peers are
+  // kept too, until the relay says `resume` (nothing happened) or `self`
+  // (a fresh join: they are reported gone first).
+  #resuming = false
 
   /**
    * Connects to the relay room for `pageUrl`: `/ws-relay<path><query>` on its
@@ -85,8 +97,10 @@ export class WebSocketRelay {
       reconnect: options.reconnect ?? true,
       baseDelay: options.baseDelay ?? 500,
       maxDelay: options.maxDelay ?? 15000,
-      token: options.token
+      token: options.token,
+      resume: options.resume ?? false
     }
+    if (this.#options.resume) this.#session = sessionKey()
     this.#newReady()
     this.#connect()
   }
@@ -143,17 +157,7 @@ export class WebSocketRelay {
     } else {
       throw new TypeError('ws-relay: sendBinary takes an ArrayBuffer or a typed array')
     }
-    // The relay skips the whitespace after the target and treats what follows
-    // as it treats text: leading whitespace bytes would be lost, and an empty
-    // payload or one starting with a `self`/`join`/`quit` word closes the client.
-    if (data.length === 0) throw new RangeError('ws-relay: empty binary message')
-    if (isSpace(data[0])) throw new RangeError('ws-relay: a binary message cannot start with an ASCII whitespace byte')
-    let end = 0
-    while (end < data.length && end < 5 && !isSpace(data[end])) end++
-    if (end === 4) {
-      const word = String.fromCharCode(data[0], data[1], data[2], data[3])
-      if (RELAY_TYPES.has(word)) throw new RangeError(`ws-relay: a binary message cannot start with the word '${word}'`)
-    }
+    // The relay passes every byte after the target's one space on as it is.
     const ws = this.#ws
     if (!ws || ws.readyState !== OPEN) return false
     const frame = new Uint8Array(t.length + 1 + data.length)
@@ -205,6 +209,7 @@ export class WebSocketRelay {
   async #connect () {
     this.#timer = null
     let protocols
+    if (this.#session !== null) protocols = ['ws-relay', `ws-relay.session.${this.#session}`]
     const token = this.#options.token
     if (token !== undefined) {
       // A fresh one before every attempt: the relay closes an expired one with 4401.
@@ -219,7 +224,7 @@ export class WebSocketRelay {
         return
       }
       if (this.#userClosed) return
-      protocols = ['ws-relay', `ws-relay.token.${value}`]
+      protocols = [...(protocols ?? ['ws-relay']), `ws-relay.token.${value}`]
     }
     const ws = new WebSocket(this.#url, protocols)
     ws.binaryType = 'arraybuffer'
@@ -246,13 +251,10 @@ export class WebSocketRelay {
     if (this.#id !== null) {
       this.#lastId = this.#id
       this.#id = null
-      if (this.#readySettled) this.#newReady()
-      // The page no longer hears from these peers: tell it they left, so a
-      // game that knows nothing of reconnection drops them. Those still in
-      // the room join again after the reconnect.
-      const peers = [...this.#peers]
-      this.#peers.clear()
-      for (const peer of peers) this.#dispatch(peer, 'quit', '')
+      // A session's seat waits for it in the room: keep the peers and `ready`
+      // until the relay says whether it kept the seat.
+      this.#resuming = reconnect && this.#session !== null && code !== 1000 && code !== 1001
+      if (!this.#resuming) this.#forgetPeers()
       this.#call('ondisconnect', code, reason, reconnect)
     } else if (code === 4401 || code === 4403) {
       // Kept out before ever joining: the page still hears why.
@@ -260,14 +262,28 @@ export class WebSocketRelay {
     }
     if (this.#userClosed) return // a handler called close()
     if (!reconnect) {
+      this.#forgetPeers()
       this.#failReady(new Error(`ws-relay: closed by the relay (${code}${reason ? ' ' + reason : ''})`))
       return
     }
-    if (refreshToken) {
+    if (refreshToken || (this.#resuming && this.#attempt === 0)) {
+      // The seat waits only so long: the first try is at once.
+      this.#attempt++
       this.#connect()
       return
     }
     this.#retry()
+  }
+
+  // The page no longer hears from these peers: tell it they left, so a game
+  // that knows nothing of reconnection drops them. Those still in the room
+  // join again after the reconnect.
+  #forgetPeers () {
+    this.#resuming = false
+    if (this.#readySettled) this.#newReady()
+    const peers = [...this.#peers]
+    this.#peers.clear()
+    for (const peer of peers) this.#dispatch(peer, 'quit', '')
   }
 
   #receive (data) {
@@ -286,7 +302,17 @@ export class WebSocketRelay {
     const typeEnd = rest.indexOf(' ')
     const msgtype = typeEnd < 0 ? rest : rest.slice(0, typeEnd)
     const body = typeEnd < 0 ? '' : rest.slice(typeEnd + 1)
+    if (msgtype === 'resume') {
+      // The seat was kept: same id, same peers, and `ready` still holds.
+      this.#resuming = false
+      this.#id = source
+      this.#attempt = 0
+      this.#tokenRefused = false
+      this.#call('onresume', source)
+      return
+    }
     if (msgtype === 'self') {
+      if (this.#resuming) this.#forgetPeers()
       const oldId = this.#lastId
       this.#id = source
       this.#attempt = 0

@@ -5,6 +5,7 @@ use std::fmt;
 use super::admission::{Admission, Refusal};
 use super::api::ApiRequest;
 use super::error::{HandshakeError, ProtocolError, RelayError};
+use super::state::{ImportError, Reader, Writer};
 use super::table::table_enum;
 
 /// A connection's handle: its relay's shard, a slot and a generation, so a
@@ -121,6 +122,8 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// The relay is shutting down.
     Shutdown,
+    /// Another connection resumed the client's session (close 4001).
+    Replaced,
 }
 
 impl CloseReason {
@@ -139,7 +142,53 @@ impl CloseReason {
             Self::HttpServed => CloseKind::HttpServed,
             Self::KeepaliveTimeout => CloseKind::KeepaliveTimeout,
             Self::Shutdown => CloseKind::Shutdown,
+            Self::Replaced => CloseKind::Replaced,
         }
+    }
+}
+
+impl CloseReason {
+    /// A tag, and the inner error's place in its `ALL` list.
+    pub(crate) fn save(self, w: &mut Writer) {
+        fn place<T: PartialEq>(all: &[T], v: &T) -> u8 {
+            all.iter().position(|x| x == v).unwrap_or(usize::from(u8::MAX)) as u8
+        }
+        let (tag, inner) = match self {
+            Self::ClientClose => (0, 0),
+            Self::TransportClosed => (1, 0),
+            Self::SlowConsumer => (2, 0),
+            Self::Protocol(e) => (3, place(ProtocolError::ALL, &e)),
+            Self::Relay(e) => (4, place(RelayError::ALL, &e)),
+            Self::Handshake(e) => (5, place(HandshakeError::ALL, &e)),
+            Self::Refused(r) => (6, place(Refusal::ALL, &r)),
+            Self::Disconnected => (7, 0),
+            Self::HttpServed => (8, 0),
+            Self::KeepaliveTimeout => (9, 0),
+            Self::Shutdown => (10, 0),
+            Self::Replaced => (11, 0),
+        };
+        w.u8(tag);
+        w.u8(inner);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let (tag, inner) = (r.u8()?, usize::from(r.u8()?));
+        let unknown = ImportError::Corrupt("an unknown close reason");
+        Ok(match tag {
+            0 => Self::ClientClose,
+            1 => Self::TransportClosed,
+            2 => Self::SlowConsumer,
+            3 => Self::Protocol(*ProtocolError::ALL.get(inner).ok_or(unknown)?),
+            4 => Self::Relay(*RelayError::ALL.get(inner).ok_or(unknown)?),
+            5 => Self::Handshake(*HandshakeError::ALL.get(inner).ok_or(unknown)?),
+            6 => Self::Refused(*Refusal::ALL.get(inner).ok_or(unknown)?),
+            7 => Self::Disconnected,
+            8 => Self::HttpServed,
+            9 => Self::KeepaliveTimeout,
+            10 => Self::Shutdown,
+            11 => Self::Replaced,
+            _ => return Err(unknown),
+        })
     }
 }
 
@@ -157,6 +206,7 @@ impl fmt::Display for CloseReason {
             Self::HttpServed => f.write_str("http request served"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::Replaced => f.write_str("replaced by a resumed session"),
         }
     }
 }
@@ -190,6 +240,9 @@ table_enum! {
         KeepaliveTimeout => "keepalive_timeout",
         /// The relay shut down.
         Shutdown => "shutdown",
+        /// A resumed session replaced it (4001). New kinds go last: the
+        /// exported state counts closes by their place here.
+        Replaced => "replaced",
     }
 }
 

@@ -126,6 +126,12 @@ pub struct Config {
     /// (the 101 with `self` and the join list, or an HTTP response) is the
     /// one thing always queued whole.
     pub max_pending: usize,
+    /// How long a client that opted in to resumable sessions keeps its seat
+    /// after its transport ends without a close frame; zero turns sessions off.
+    pub resume_window: Duration,
+    /// The most sessions waiting to be resumed at once; past it a client whose
+    /// transport ends leaves its room as without a session.
+    pub max_parked: usize,
 }
 
 impl Config {
@@ -154,6 +160,8 @@ impl Config {
         ping_timeout: Duration::from_secs(30),
         close_timeout: Duration::from_secs(5),
         max_pending: 1024 * 1024,
+        resume_window: Duration::from_secs(10),
+        max_parked: 10_000,
     };
 
     /// Checks that the relay can keep its promises with this configuration.
@@ -166,6 +174,9 @@ impl Config {
         ];
         for (name, value) in durations {
             check_duration(name, value)?;
+        }
+        if !self.resume_window.is_zero() {
+            check_duration("resume_window", self.resume_window)?;
         }
         let needed = self.min_pending();
         if self.max_pending < needed {

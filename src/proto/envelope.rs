@@ -35,10 +35,19 @@ pub(crate) fn parse(msg: &[u8]) -> Result<(Target, &[u8]), RelayError> {
     }
     // The relay's own notices would otherwise let any player fake another's arrival or departure.
     let msgtype = &rest[..rest.iter().position(|&b| is_space(b)).unwrap_or(rest.len())];
-    if matches!(msgtype, b"self" | b"join" | b"quit") {
+    if matches!(msgtype, b"self" | b"join" | b"quit" | b"resume") {
         return Err(RelayError::ReservedType);
     }
     Ok((target, rest))
+}
+
+/// Splits a binary client message into its target and its payload: the
+/// target, one ASCII space, then every byte after it as sent — empty,
+/// starting with whitespace or with any word. The relay never sends binary
+/// notices, so there is nothing for a payload to spoof.
+pub(crate) fn parse_binary(msg: &[u8]) -> Result<(Target, &[u8]), RelayError> {
+    let space = msg.iter().position(|&b| b == b' ').ok_or(RelayError::MissingTarget)?;
+    Ok((parse_target(&msg[..space])?, &msg[space + 1..]))
 }
 
 fn parse_target(token: &[u8]) -> Result<Target, RelayError> {
@@ -76,6 +85,20 @@ pub(crate) fn format_id(id: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn binary_payloads_are_every_byte_after_one_space() {
+        use super::{parse_binary, Target};
+        use crate::proto::error::RelayError;
+        assert_eq!(parse_binary(b"* "), Ok((Target::All, &b""[..])));
+        assert_eq!(parse_binary(b"2  \tspaced"), Ok((Target::Id(2), &b" \tspaced"[..])));
+        assert_eq!(parse_binary(b"* self"), Ok((Target::All, &b"self"[..])));
+        assert_eq!(parse_binary(b"7 \x00\xff"), Ok((Target::Id(7), &b"\x00\xff"[..])));
+        assert_eq!(parse_binary(b"*"), Err(RelayError::MissingTarget));
+        assert_eq!(parse_binary(b" * x"), Err(RelayError::InvalidTarget));
+        assert_eq!(parse_binary(b"\t2 x"), Err(RelayError::InvalidTarget));
+        assert_eq!(parse_binary(b"01 x"), Ok((Target::Nobody, &b"x"[..])));
+    }
+
     use super::*;
 
     #[test]

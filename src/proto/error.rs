@@ -42,6 +42,9 @@ pub enum HandshakeError {
     UnsupportedVersion,
     /// Sec-WebSocket-Key is missing or not 16 bytes in base64.
     BadKey,
+    /// A `ws-relay.session.<key>` subprotocol whose key is not 22 to 64
+    /// base64url characters, or more than one.
+    BadSessionKey,
     /// A plain HTTP request for a path the relay does not serve.
     NotFound,
     /// The client did not finish its request in time.
@@ -76,7 +79,8 @@ impl HandshakeError {
             | Self::OldHttpVersion
             | Self::MissingHost
             | Self::UnexpectedBody
-            | Self::BadKey => Status::BadRequest,
+            | Self::BadKey
+            | Self::BadSessionKey => Status::BadRequest,
             Self::HeadTooLarge => Status::HeaderFieldsTooLarge,
             Self::TargetTooLong => Status::UriTooLong,
             Self::MethodNotAllowed => Status::MethodNotAllowed,
@@ -116,6 +120,7 @@ impl fmt::Display for HandshakeError {
             Self::NotWebSocket => "this is a WebSocket relay: send Upgrade: websocket",
             Self::UnsupportedVersion => "only WebSocket version 13 is supported",
             Self::BadKey => "Sec-WebSocket-Key must be 16 bytes in base64",
+            Self::BadSessionKey => "a session key is one ws-relay.session.<key> of 22 to 64 base64url characters",
             Self::NotFound => "not found",
             Self::Timeout => "request timeout",
             Self::ShuttingDown => "shutting down",
@@ -212,7 +217,7 @@ pub enum RelayError {
     InvalidTarget,
     /// Nothing follows the target.
     EmptyMessage,
-    /// The message type is `self`, `join` or `quit`, which only the relay sends.
+    /// The message type is `self`, `join`, `quit` or `resume`, which only the relay sends.
     ReservedType,
     /// The client sends faster than flood control allows.
     RateLimited,
@@ -231,10 +236,67 @@ impl fmt::Display for RelayError {
             Self::MissingTarget => "message has no target: send `<id|*> <msgtype> [data]`",
             Self::InvalidTarget => "target must be `*` or a decimal client id",
             Self::EmptyMessage => "message has nothing after the target",
-            Self::ReservedType => "self, join and quit are sent by the relay only",
+            Self::ReservedType => "self, join, quit and resume are sent by the relay only",
             Self::RateLimited => "rate limit exceeded",
         })
     }
 }
 
 impl std::error::Error for RelayError {}
+
+impl HandshakeError {
+    /// Every variant, for the exported state, which names one by its place here.
+    pub(crate) const ALL: &'static [HandshakeError] = &[
+        Self::Malformed,
+        Self::TlsOnPlainPort,
+        Self::BadProxyHeader,
+        Self::TooManyFromAddress,
+        Self::TooEarly,
+        Self::HeadTooLarge,
+        Self::TargetTooLong,
+        Self::MethodNotAllowed,
+        Self::OldHttpVersion,
+        Self::MissingHost,
+        Self::UnexpectedBody,
+        Self::NotWebSocket,
+        Self::UnsupportedVersion,
+        Self::BadKey,
+        Self::NotFound,
+        Self::Timeout,
+        Self::ShuttingDown,
+        Self::ForbiddenOrigin,
+        Self::ServerFull,
+        Self::RoomFull,
+        Self::TooManyRooms,
+        Self::TooManyHandshakes,
+        // New variants go last: the state format names a variant by its place here.
+        Self::BadSessionKey,
+    ];
+}
+
+impl ProtocolError {
+    /// Every variant, for the exported state, which names one by its place here.
+    pub(crate) const ALL: &'static [ProtocolError] = &[
+        Self::ReservedBits,
+        Self::ReservedOpcode,
+        Self::NonMinimalLength,
+        Self::LengthHighBit,
+        Self::UnmaskedFrame,
+        Self::FragmentedControl,
+        Self::ControlTooLong,
+        Self::UnexpectedContinuation,
+        Self::ExpectedContinuation,
+        Self::CloseTooShort,
+        Self::InvalidCloseCode,
+        Self::InvalidCloseReason,
+        Self::InvalidUtf8,
+        Self::MessageTooBig,
+        Self::TooManyFragments,
+    ];
+}
+
+impl RelayError {
+    /// Every variant, for the exported state, which names one by its place here.
+    pub(crate) const ALL: &'static [RelayError] =
+        &[Self::MissingTarget, Self::InvalidTarget, Self::EmptyMessage, Self::ReservedType, Self::RateLimited];
+}

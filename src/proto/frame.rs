@@ -2,6 +2,7 @@
 //! payload as it arrives, and the encoder for the frames a server sends.
 
 use super::error::ProtocolError;
+use super::state::{ImportError, Reader, Writer};
 
 /// The largest header a frame can have: 2 fixed bytes, 8 length bytes, 4 mask bytes.
 pub(crate) const MAX_HEADER_LEN: usize = 14;
@@ -204,7 +205,63 @@ struct Body {
     offset: usize,
 }
 
+impl OpCode {
+    pub(crate) fn save(self, w: &mut Writer) {
+        w.u8(self.bits());
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        Self::from_bits(r.u8()?).ok_or(ImportError::Corrupt("a reserved opcode"))
+    }
+}
+
+impl FrameHeader {
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.bool(self.fin);
+        self.opcode.save(w);
+        w.opt(self.mask, |w, m| w.u32(u32::from_le_bytes(m)));
+        w.u64(self.len);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        Ok(Self {
+            fin: r.bool()?,
+            opcode: OpCode::load(r)?,
+            mask: r.opt(|r| Ok(r.u32()?.to_le_bytes()))?,
+            len: r.u64()?,
+        })
+    }
+}
+
 impl FrameDecoder {
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.bytes(&self.head[..self.head_len]);
+        w.opt(self.body.as_ref(), |w, b| {
+            w.opt(b.mask, |w, m| w.u32(u32::from_le_bytes(m)));
+            w.u64(b.remaining);
+            w.u8(b.offset as u8);
+        });
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let head = r.bytes()?;
+        if head.len() >= MAX_HEADER_LEN {
+            return Err(ImportError::Corrupt("a partial frame header as long as a whole one"));
+        }
+        let mut d = Self::default();
+        d.head[..head.len()].copy_from_slice(head);
+        d.head_len = head.len();
+        d.body = r.opt(|r| {
+            let mask = r.opt(|r| Ok(r.u32()?.to_le_bytes()))?;
+            let (remaining, offset) = (r.u64()?, usize::from(r.u8()?));
+            if offset > 3 {
+                return Err(ImportError::Corrupt("a mask offset past the mask"));
+            }
+            Ok(Body { mask, remaining, offset })
+        })?;
+        Ok(d)
+    }
+
     /// Consumes bytes from the front of `input`, unmasking payload bytes into
     /// `sink`. Returns how many bytes were consumed and what they completed;
     /// `None` means all of `input` was consumed and more is needed.

@@ -9,6 +9,7 @@ use super::config::HandshakeLimits;
 use super::error::HandshakeError;
 use super::http::{self, Resource};
 use super::proxy::{self, Proxied};
+use super::state::{ImportError, Reader, Writer};
 
 /// A complete, valid request.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub(crate) struct Upgrade {
     pub(crate) ws_relay: bool,
     /// A token offered as the subprotocol `ws-relay.token.<token>`.
     pub(crate) token: Option<String>,
+    /// A session key offered as the subprotocol `ws-relay.session.<key>`:
+    /// 22 to 64 base64url characters.
+    pub(crate) session: Option<Vec<u8>>,
 }
 
 /// A request to the server API on the operator's port: `/api/...`.
@@ -170,6 +174,78 @@ impl RequestReader {
     /// What the PROXY header said, once it was read.
     pub(crate) fn proxied(&self) -> Option<Proxied> {
         self.proxied
+    }
+
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.bytes(&self.buf);
+        w.opt(self.start, Writer::len);
+        w.opt(self.proxied, |w, p| match p {
+            Proxied::Local => w.u8(0),
+            Proxied::From(addr) => {
+                w.u8(1);
+                w.addr(addr);
+            }
+        });
+        w.len(self.scanned);
+        w.len(self.end);
+        w.opt(self.call.as_deref(), |w, call| {
+            for text in [&call.method, &call.path, &call.query] {
+                w.bytes(text.as_bytes());
+            }
+            w.opt(call.authorization.as_deref(), Writer::bytes);
+            match call.framing {
+                Framing::Length(n) => {
+                    w.u8(0);
+                    w.len(n);
+                }
+                Framing::TooLarge => w.u8(1),
+                Framing::Chunked => w.u8(2),
+                Framing::Invalid => w.u8(3),
+            }
+            w.bytes(&call.body);
+        });
+        w.bool(self.line_ok);
+        w.bool(self.head);
+    }
+
+    /// A reader with `limits` and `api_body` (as [`new`](Self::new) takes
+    /// them) where the saved one left off.
+    pub(crate) fn load(
+        r: &mut Reader<'_>,
+        limits: HandshakeLimits,
+        api_body: Option<usize>,
+    ) -> Result<Self, ImportError> {
+        let corrupt = ImportError::Corrupt;
+        let buf = r.bytes()?.to_vec();
+        let start = r.opt(Reader::index)?;
+        let proxied = r.opt(|r| match r.u8()? {
+            0 => Ok(Proxied::Local),
+            1 => Ok(Proxied::From(r.addr()?)),
+            _ => Err(corrupt("an unknown PROXY header kind")),
+        })?;
+        let (scanned, end) = (r.index()?, r.index()?);
+        let call = r.opt(|r| {
+            let (method, path, query) = (r.string()?, r.string()?, r.string()?);
+            let authorization = r.opt(|r| r.bytes().map(<[u8]>::to_vec))?;
+            let framing = match r.u8()? {
+                0 => Framing::Length(r.index()?),
+                1 => Framing::TooLarge,
+                2 => Framing::Chunked,
+                3 => Framing::Invalid,
+                _ => return Err(corrupt("an unknown body framing")),
+            };
+            let body = r.bytes()?.to_vec();
+            match framing {
+                Framing::Length(n) if body.len() < n => {}
+                _ => return Err(corrupt("an API body that is complete or has no length")),
+            }
+            Ok(Box::new(ApiCall { method, path, query, authorization, framing, body }))
+        })?;
+        let (line_ok, head) = (r.bool()?, r.bool()?);
+        if start.is_some_and(|s| s > buf.len()) || scanned > buf.len() || end > buf.len() {
+            return Err(corrupt("a request reader's place past what it read"));
+        }
+        Ok(Self { buf, limits, start, proxied, scanned, end, api_body, call, line_ok, head })
     }
 
     /// Every byte of the connection up to the end of its request: the PROXY
@@ -326,13 +402,21 @@ fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> 
     };
     // Browsers can set no header on a WebSocket but this one: a token rides in
     // it as a subprotocol the relay never selects, so it appears in no URL.
-    let (mut ws_relay, mut token) = (false, None);
+    // A session key rides the same way.
+    let (mut ws_relay, mut token, mut session) = (false, None, None);
     for offer in header("sec-websocket-protocol").flat_map(|h| h.value.split(|&b| b == b',')) {
         match offer.trim_ascii() {
             b"ws-relay" => ws_relay = true,
             other => {
                 if let Some(t) = other.strip_prefix(b"ws-relay.token.") {
                     token = token.or_else(|| String::from_utf8(t.to_vec()).ok());
+                } else if let Some(key) = other.strip_prefix(b"ws-relay.session.") {
+                    let valid = (22..=64).contains(&key.len())
+                        && key.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !valid || session.is_some() {
+                        return Err(HandshakeError::BadSessionKey);
+                    }
+                    session = Some(key.to_vec());
                 }
             }
         }
@@ -343,6 +427,7 @@ fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> 
         origin: header("origin").next().map(|h| h.value.trim_ascii().to_vec()),
         ws_relay,
         token,
+        session,
     }))
 }
 
@@ -420,6 +505,7 @@ mod tests {
                 origin: None,
                 ws_relay: false,
                 token: None,
+                session: None,
             })
         );
     }

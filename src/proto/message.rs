@@ -5,6 +5,7 @@
 use super::config::MessageLimits;
 use super::error::ProtocolError;
 use super::frame::{FrameDecoder, FrameEvent, FrameHeader, OpCode};
+use super::state::{ImportError, Reader, Writer};
 use super::utf8::Utf8Validator;
 
 /// A message buffer that held more than this gives its memory back once the
@@ -114,6 +115,32 @@ impl MessageDecoder {
     /// Memory held, for `/metrics`.
     pub(crate) fn capacity(&self) -> usize {
         self.data.capacity() + self.control.capacity()
+    }
+
+    pub(crate) fn save(&self, w: &mut Writer) {
+        self.frames.save(w);
+        w.opt(self.current.as_ref(), |w, h| h.save(w));
+        // A message already returned is gone as far as the decoder's next call is concerned.
+        w.bytes(if self.returned { &[] } else { &self.data });
+        w.opt(self.data_opcode, |w, op| op.save(w));
+        w.len(self.fragments);
+        self.utf8.save(w);
+        w.bytes(&self.control);
+    }
+
+    /// A decoder with `limits` where the saved one left off.
+    pub(crate) fn load(r: &mut Reader<'_>, limits: MessageLimits) -> Result<Self, ImportError> {
+        let frames = FrameDecoder::load(r)?;
+        let current = r.opt(FrameHeader::load)?;
+        let data = r.bytes()?.to_vec();
+        let data_opcode = r.opt(OpCode::load)?;
+        let fragments = r.index()?;
+        let utf8 = Utf8Validator::load(r)?;
+        let control = r.bytes()?.to_vec();
+        if control.len() > super::frame::MAX_CONTROL_PAYLOAD {
+            return Err(ImportError::Corrupt("a control frame over 125 bytes"));
+        }
+        Ok(Self { frames, limits, current, data, data_opcode, fragments, utf8, control, returned: false })
     }
 
     fn start_frame(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {

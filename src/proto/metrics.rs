@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::action::CloseKind;
 use super::admission::Refusal;
 use super::http::Status;
+use super::state::{ImportError, Reader, Writer};
 use super::stats::Stats;
 
 /// Upper bounds of the turn-duration buckets in microseconds: powers of two
@@ -38,10 +39,42 @@ impl TurnHistogram {
         self.counts.iter().sum()
     }
 
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.len(self.counts.len());
+        self.counts.iter().for_each(|&n| w.u64(n));
+        w.u64(self.sum_nanos as u64);
+        w.u64((self.sum_nanos >> 64) as u64);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let mut h = Self::default();
+        let n = r.index()?;
+        if n != h.counts.len() {
+            return Err(ImportError::Corrupt("another set of loop-turn buckets"));
+        }
+        for c in &mut h.counts {
+            *c = r.u64()?;
+        }
+        h.sum_nanos = u128::from(r.u64()?) | u128::from(r.u64()?) << 64;
+        Ok(h)
+    }
+
     fn add(&mut self, other: &TurnHistogram) {
         self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
         self.sum_nanos += other.sum_nanos;
     }
+}
+
+/// What only the process knows about itself, for `/metrics`: its driver
+/// sets it ([`Relay::set_process_info`](crate::Relay::set_process_info)),
+/// since the core reads no clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessInfo {
+    /// When the process started, in seconds since the Unix epoch; 0 if unknown.
+    pub start_time: f64,
+    /// Takeovers the relay has been through: each new process counts one more
+    /// than the process it took over from.
+    pub takeovers: u64,
 }
 
 /// What one core counts and measures at a moment: the input of
@@ -52,6 +85,7 @@ pub struct Snapshot {
     pub(crate) stats: Stats,
     pub(crate) gauges: Gauges,
     pub(crate) turns: TurnHistogram,
+    pub(crate) process: ProcessInfo,
 }
 
 /// The core's gauges at the moment of a scrape.
@@ -71,6 +105,8 @@ pub(crate) struct Gauges {
     pub(crate) output_buffers: usize,
     /// Bytes waiting to be written.
     pub(crate) pending: usize,
+    /// Sessions parked, waiting to be resumed.
+    pub(crate) parked: usize,
 }
 
 impl Snapshot {
@@ -82,7 +118,8 @@ impl Snapshot {
 
 impl Gauges {
     fn add(&mut self, other: &Gauges) {
-        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending } = *other;
+        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending, parked } = *other;
+        self.parked += parked;
         self.connections += connections;
         self.handshakes += handshakes;
         self.clients += clients;
@@ -129,6 +166,12 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     let help = "Upgraded WebSocket clients served by each shard (thread).";
     metric("ws_relay_shard_clients", "gauge", help, &borrowed(&per_shard));
     metric("ws_relay_rooms", "gauge", "Rooms with at least one client.", &[("", gauges.rooms as u64)]);
+    let help = "Resumable sessions whose connection dropped, holding their seat until resumed or their window passes.";
+    metric("ws_relay_parked_sessions", "gauge", help, &[("", gauges.parked as u64)]);
+    let help = "Sessions taken back by a new connection within the resume window.";
+    metric("ws_relay_resumes_total", "counter", help, &[("", stats.resumes)]);
+    let help = "Parked sessions not resumed in time: their room heard them quit.";
+    metric("ws_relay_sessions_expired_total", "counter", help, &[("", stats.sessions_expired)]);
     metric(
         "ws_relay_buffer_bytes",
         "gauge",
@@ -186,7 +229,15 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     let refused = labelled("status", statuses.map(|s| (s.code(), stats.refused(s.code()))));
     let help = "HTTP requests refused, by response status.";
     metric("ws_relay_handshakes_rejected_total", "counter", help, &borrowed(&refused));
+    let process = shards.first().map(|s| s.process).unwrap_or_default();
+    let help = "Times the relay was handed to a new process without dropping a connection (SIGUSR2).";
+    metric("ws_relay_takeovers_total", "counter", help, &[("", process.takeovers)]);
     render_turns(&turns, &mut text);
+    if process.start_time > 0.0 {
+        let name = "process_start_time_seconds";
+        let _ = writeln!(text, "# HELP {name} Start time of the process since unix epoch in seconds.");
+        let _ = writeln!(text, "# TYPE {name} gauge\n{name} {:.3}", process.start_time);
+    }
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -243,7 +294,8 @@ mod tests {
             turns.record(Duration::from_micros(us));
         }
         let mut out = Vec::new();
-        render(&[Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns }], &mut out);
+        let process = ProcessInfo::default();
+        render(&[Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns, process }], &mut out);
         let text = String::from_utf8(out).unwrap();
         for line in [
             "ws_relay_loop_turn_seconds_bucket{le=\"0.000001\"} 1",
@@ -262,10 +314,13 @@ mod tests {
     #[test]
     fn every_status_and_close_reason_has_its_series() {
         let mut out = Vec::new();
-        let idle =
-            Snapshot { shard: 0, stats: Stats::default(), gauges: Gauges::default(), turns: TurnHistogram::default() };
-        render(&[idle], &mut out);
+        let (stats, gauges, turns) = (Stats::default(), Gauges::default(), TurnHistogram::default());
+        let process = ProcessInfo { start_time: 1_800_000_000.25, takeovers: 3 };
+        render(&[Snapshot { shard: 0, stats, gauges, turns, process }], &mut out);
         let text = String::from_utf8(out).unwrap();
+        for line in ["ws_relay_takeovers_total 3", "process_start_time_seconds 1800000000.250"] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
         for kind in CloseKind::ALL {
             let line = format!("ws_relay_closes_total{{reason=\"{}\"}} 0", kind.label());
             assert!(text.lines().any(|l| l == line), "missing {line:?}");

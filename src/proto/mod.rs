@@ -33,6 +33,7 @@ pub(crate) mod rate;
 pub(crate) mod relay;
 pub(crate) mod room;
 pub(crate) mod shard;
+pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod table;
 pub(crate) mod timer;

@@ -7,7 +7,11 @@
 //! apart from the rest of each connection's state: a broadcast to a room
 //! touches these few bytes per recipient and nothing else.
 
+use std::time::Instant;
+
 use super::action::ConnId;
+use super::frame::FrameHeader;
+use super::state::{ImportError, Reader, Writer};
 
 /// An output buffer emptied after holding more than this gives its memory
 /// back, so a burst does not pin memory for the connection's lifetime.
@@ -25,6 +29,10 @@ pub(crate) struct Output {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written.
     written: usize,
+    /// For a connection whose output may move to another (a resumable
+    /// session): where in `buf` whole frames start, one after another, once
+    /// the HTTP response before them is out of the way. `None`: not tracked.
+    frames: Option<usize>,
 }
 
 impl Output {
@@ -61,12 +69,20 @@ impl Output {
         if self.written == self.buf.len() {
             self.written = 0;
             self.buf.clear();
+            self.frames = self.frames.map(|_| 0);
             if self.buf.capacity() > KEEP_CAPACITY {
                 self.buf = Vec::new();
             }
         } else if self.written >= COMPACT_AFTER && self.written * 2 >= self.buf.len() {
-            self.buf.drain(..self.written);
-            self.written = 0;
+            // Where frames are tracked, the cut falls on a frame's start, so they stay tracked.
+            let cut = match self.frames {
+                None => self.written,
+                Some(start) if start > self.written => self.written,
+                Some(start) => self.frame_holding(start, self.written),
+            };
+            self.buf.drain(..cut);
+            self.written -= cut;
+            self.frames = self.frames.map(|start| start.saturating_sub(cut));
             if self.buf.capacity() > KEEP_CAPACITY && self.buf.capacity() > 4 * self.buf.len() {
                 self.buf.shrink_to(2 * self.buf.len());
             }
@@ -76,6 +92,64 @@ impl Output {
     /// Drops everything still queued and the memory with it.
     pub(crate) fn discard(&mut self) {
         *self = Self::default();
+    }
+
+    /// From now on, what is queued after the next `head` bytes is frames.
+    pub(crate) fn track_frames(&mut self, head: usize) {
+        self.frames = Some(self.buf.len() + head);
+    }
+
+    /// Where whole frames start in what is still to be written, when tracked.
+    fn frames_in_pending(&self) -> Option<usize> {
+        let start = self.frames?;
+        Some(if start >= self.written {
+            start - self.written
+        } else {
+            let holding = self.frame_holding(start, self.written);
+            if holding < self.written {
+                self.frame_end(holding) - self.written
+            } else {
+                0
+            }
+        })
+    }
+
+    /// Takes the whole frames not yet written, leaving the output empty: the
+    /// rest of a frame the transport took only part of is dropped with it,
+    /// since the client never saw all of it.
+    pub(crate) fn take_frames(&mut self) -> Vec<u8> {
+        let from = self.frames_in_pending().unwrap_or(0);
+        let frames = self.pending()[from..].to_vec();
+        let tracked = self.frames.is_some();
+        self.discard();
+        if tracked {
+            self.frames = Some(0);
+        }
+        frames
+    }
+
+    /// The start of the frame that holds byte `at`, walking from `start`, a
+    /// frame's start; `at` itself if a frame starts there.
+    fn frame_holding(&self, mut start: usize, at: usize) -> usize {
+        while start < at {
+            let end = self.frame_end(start);
+            if end > at {
+                return start;
+            }
+            start = end;
+        }
+        start
+    }
+
+    /// Where the frame that starts at `start` ends (the end of the buffer if
+    /// its header is not all there).
+    fn frame_end(&self, start: usize) -> usize {
+        match FrameHeader::parse(&self.buf[start..]) {
+            Ok(Some((header, len))) => {
+                start.saturating_add(len).saturating_add(header.len as usize).min(self.buf.len())
+            }
+            _ => self.buf.len(),
+        }
     }
 }
 
@@ -93,6 +167,12 @@ pub(crate) struct Slot {
     pub(crate) overflowed: bool,
     /// Finished: the slot is freed once its output is written.
     pub(crate) finished: bool,
+    /// Parked: no transport; what is queued waits for the session's resume,
+    /// and the driver is never given any of it.
+    pub(crate) parked: bool,
+    /// When something was last queued for it: a client the relay has sent
+    /// nothing for a ping interval is pinged, so proxies see traffic both ways.
+    pub(crate) last_queued: Option<Instant>,
 }
 
 /// Every connection's output, by slot.
@@ -118,6 +198,43 @@ impl Outputs {
     /// `conn`'s output, while `conn` holds its slot.
     pub(crate) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Slot> {
         self.slots.get_mut(conn.index()).filter(|s| s.id == Some(conn))
+    }
+
+    /// Writes `conn`'s unwritten bytes, where whole frames start in them
+    /// (when tracked), and whether it passed its bound.
+    pub(crate) fn save(&self, conn: ConnId, w: &mut Writer) {
+        let slot = self.get(conn);
+        w.bytes(slot.map_or(&[], |s| s.output.pending()));
+        w.opt(slot.and_then(|s| s.output.frames_in_pending()), Writer::len);
+        w.bool(slot.is_some_and(|s| s.overflowed));
+        w.opt(slot.and_then(|s| s.last_queued), Writer::time);
+    }
+
+    /// Starts `conn`'s output with what [`save`](Self::save) wrote; `finished`
+    /// for a connection the core is done with, `parked` for a parked session.
+    pub(crate) fn load(
+        &mut self,
+        conn: ConnId,
+        finished: bool,
+        parked: bool,
+        r: &mut Reader<'_>,
+    ) -> Result<(), ImportError> {
+        let pending = r.bytes()?;
+        let frames = r.opt(Reader::index)?;
+        let overflowed = r.bool()?;
+        let last_queued = r.opt(Reader::time)?;
+        if frames.is_some_and(|f| f > pending.len()) {
+            return Err(ImportError::Corrupt("frames that start past the output"));
+        }
+        self.open(conn);
+        let slot = &mut self.slots[conn.index()];
+        slot.output.frames = frames;
+        slot.output.buf().extend_from_slice(pending);
+        slot.overflowed = overflowed;
+        slot.finished = finished;
+        slot.parked = parked;
+        slot.last_queued = last_queued;
+        Ok(())
     }
 
     /// Frees `conn`'s slot and whatever it still held.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::config::FloodLimits;
+use super::state::{ImportError, Reader, Writer};
 
 /// One connection's two budgets: messages and bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,6 +24,17 @@ impl RateLimiter {
         let byte_slack = per_unit(limits.byte_burst, limits.bytes_per_second);
         charge(&mut self.messages, per_message, message_slack, now)
             & charge(&mut self.bytes, per_bytes, byte_slack, now)
+    }
+}
+
+impl RateLimiter {
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.opt(self.messages, Writer::time);
+        w.opt(self.bytes, Writer::time);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        Ok(Self { messages: r.opt(Reader::time)?, bytes: r.opt(Reader::time)? })
     }
 }
 

@@ -1,12 +1,13 @@
 //! [`Relay`]: every connection, every room, and the routing between them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
+use sha2::{Digest, Sha256};
 use slab::Slab;
 
 use super::action::{Action, CloseReason, ConnId};
@@ -21,12 +22,13 @@ use super::frame::{encode_frame, OpCode};
 use super::handshake::{ApiCall, Request, RequestReader};
 use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
-use super::metrics::{self, Gauges, Snapshot, TurnHistogram};
+use super::metrics::{self, Gauges, ProcessInfo, Snapshot, TurnHistogram};
 use super::output::{Outputs, Slot};
 use super::proxy::Proxied;
 use super::rate::RateLimiter;
 use super::room::{Rooms, Seat};
 use super::shard::{shard_of, Shard};
+use super::state::{ImportError, Reader, Writer, MAGIC as STATE_MAGIC, STATE_VERSION};
 use super::stats::Stats;
 use super::timer::TimerQueue;
 
@@ -100,6 +102,7 @@ pub struct Relay {
     recipients: Vec<ConnId>,
     stats: Stats,
     turns: TurnHistogram,
+    process: ProcessInfo,
     shutting_down: bool,
     /// Upgraded connections not yet finished, counted against `max_clients`.
     open: usize,
@@ -108,6 +111,13 @@ pub struct Relay {
     /// Connections in the order they arrived, oldest first, for pushing out the
     /// oldest handshake. Entries that have since left the handshake are skipped.
     arrivals: VecDeque<ConnId>,
+    /// Resumable sessions, open or parked, by the SHA-256 of their key: a
+    /// lookup by digest reveals nothing of a key through its timing.
+    sessions: BTreeMap<[u8; 32], ConnId>,
+    /// Sessions parked, counted against `max_parked`.
+    parked: usize,
+    /// The latest time the driver passed in: when what is queued now is queued.
+    now: Option<Instant>,
 }
 
 /// What one decoded message asks of the relay, worked out while the decoder
@@ -188,10 +198,14 @@ impl Relay {
             recipients: Vec::new(),
             stats: Stats::default(),
             turns: TurnHistogram::default(),
+            process: ProcessInfo::default(),
             shutting_down: false,
             open: 0,
             pending: 0,
             arrivals: VecDeque::new(),
+            sessions: BTreeMap::new(),
+            parked: 0,
+            now: None,
         })
     }
 
@@ -246,6 +260,7 @@ impl Relay {
             handshakes: self.pending,
             clients: self.open,
             rooms: self.rooms.len(),
+            parked: self.parked,
             ..Gauges::default()
         };
         for (_, c) in &self.conns {
@@ -255,7 +270,8 @@ impl Relay {
             gauges.output_buffers += slot.output.capacity();
             gauges.pending += slot.output.backlog();
         }
-        Snapshot { shard: self.shard.index, stats: self.stats.clone(), gauges, turns: self.turns.clone() }
+        let (stats, turns) = (self.stats.clone(), self.turns.clone());
+        Snapshot { shard: self.shard.index, stats, gauges, turns, process: self.process }
     }
 
     /// A new transport connection on the public port; the client's first bytes
@@ -282,6 +298,7 @@ impl Relay {
     }
 
     fn open_conn(&mut self, listener: Listener, peer: Option<SocketAddr>, now: Instant) -> ConnId {
+        self.now = Some(now);
         let entry = self.conns.vacant_entry();
         // Slab keys are dense; a driver holding four billion connections is out of scope.
         let index = entry.key() as u32;
@@ -307,6 +324,7 @@ impl Relay {
             last_read: now,
             scheduled: None,
             rate: RateLimiter::default(),
+            session: None,
         });
         self.outputs.open(id);
         self.schedule(id, deadline);
@@ -318,8 +336,9 @@ impl Relay {
 
     /// Bytes read from `conn`'s transport.
     pub fn handle_read(&mut self, conn: ConnId, bytes: &[u8], now: Instant) {
+        self.now = Some(now);
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
-        if matches!(c.phase, Phase::Done) {
+        if matches!(c.phase, Phase::Done | Phase::Parked { .. }) {
             return;
         }
         c.last_read = now;
@@ -358,19 +377,27 @@ impl Relay {
     /// still read. A connection that did not close cleanly first leaves its
     /// room as if its transport had closed; what is queued for it stays
     /// queued, to be written before the socket closes.
-    pub fn handle_eof(&mut self, conn: ConnId, _now: Instant) {
+    pub fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        self.now = Some(now);
         if let Some(reason) = self.get(conn).and_then(ending_reason) {
-            self.finish(conn, reason, Leftover::Flush);
+            if !self.park(conn, reason, now) {
+                self.finish(conn, reason, Leftover::Flush);
+            }
             self.cut_slow_consumers();
         }
     }
 
     /// `conn`'s transport failed: reset, or an error reading or writing it.
     /// Nothing more can be written; what was queued is dropped.
-    pub fn handle_close(&mut self, conn: ConnId, _now: Instant) {
+    pub fn handle_close(&mut self, conn: ConnId, now: Instant) {
+        self.now = Some(now);
         let Some(c) = self.get(conn) else { return };
+        let parked = matches!(c.phase, Phase::Parked { .. });
         match ending_reason(c) {
+            Some(reason) if self.park(conn, reason, now) => {}
             Some(reason) => self.finish(conn, reason, Leftover::Discard),
+            // A parked session has no transport to fail.
+            None if parked => {}
             // Finished already, with output the driver can no longer write.
             None => self.release(conn),
         }
@@ -380,7 +407,7 @@ impl Relay {
     /// The driver wrote the first `n` bytes of [`pending`](Self::pending) to
     /// `conn`'s transport.
     pub fn handle_written(&mut self, conn: ConnId, n: usize) {
-        let Some(slot) = self.outputs.get_mut(conn) else { return };
+        let Some(slot) = self.outputs.get_mut(conn).filter(|slot| !slot.parked) else { return };
         if consume(slot, n, &mut self.stats) {
             self.release(conn);
         }
@@ -388,6 +415,7 @@ impl Relay {
 
     /// Time has reached `now`: fire every deadline due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         while let Some((at, conn)) = self.timers.pop_due(now) {
             let Some(c) = self.get_mut(conn) else { continue };
             if c.scheduled != Some(at) {
@@ -399,6 +427,17 @@ impl Relay {
         self.cut_slow_consumers();
     }
 
+    /// What the process knows of itself, shown on `/metrics`: its start time
+    /// and how many takeovers brought it here.
+    pub fn set_process_info(&mut self, info: ProcessInfo) {
+        self.process = info;
+    }
+
+    /// What [`set_process_info`](Self::set_process_info) last set.
+    pub fn process_info(&self) -> ProcessInfo {
+        self.process
+    }
+
     /// How long one turn of the driver's event loop took, from its wake-up
     /// to its last write, for the `/metrics` histogram.
     pub fn record_loop_turn(&mut self, turn: Duration) {
@@ -408,6 +447,7 @@ impl Relay {
     /// Stops the relay: refuses handshakes in progress with 503 and sends every
     /// client close 1001. Connections then end as their close handshakes do.
     pub fn shutdown(&mut self, now: Instant) {
+        self.now = Some(now);
         self.shutting_down = true;
         // Every room is dissolving at once: nobody needs to hear who quits.
         for _ in 0..self.rooms.len() {
@@ -421,12 +461,195 @@ impl Relay {
                 Phase::Handshake { .. } | Phase::Admitting { .. } => self.refuse(conn, HandshakeError::ShuttingDown),
                 Phase::Open { seat, .. } => {
                     *seat = None;
+                    self.forget_session(conn);
                     self.start_close(conn, 1001, "server shutting down", CloseReason::Shutdown, now);
                 }
+                // Its transport is gone already; so is its room.
+                Phase::Parked { .. } => self.end_parked(conn, CloseReason::Shutdown),
                 Phase::Closing { .. } | Phase::Done => {}
             }
         }
         self.cut_slow_consumers();
+    }
+
+    /// The relay's whole state as bytes ([format](crate::STATE_VERSION)):
+    /// every room, member and connection, with deadlines as the time left
+    /// after `now`. Another relay, in this process or a new one, picks it up
+    /// with [`import_state`](Self::import_state) and carries on byte for byte
+    /// where this one is; meanwhile this one is unchanged, and serves on if
+    /// the other never confirms.
+    ///
+    /// Export between inputs, with the actions drained: an action not yet
+    /// taken is not part of the state. The driver hands over what it holds
+    /// itself — each connection's transport, and which connections it is
+    /// closing (those whose [`Action::Close`] it had).
+    pub fn export_state(&self, now: Instant) -> Vec<u8> {
+        let output: usize = self.outputs.iter().map(|slot| slot.output.backlog()).sum();
+        let rooms: usize = self.rooms.iter().map(|r| r.name.len() + 48 * r.members().len()).sum();
+        let mut w = Writer::with_capacity(now, 1024 + 256 * self.conns.len() + output + rooms);
+        w.out.extend_from_slice(STATE_MAGIC);
+        w.u16(STATE_VERSION);
+        // `sharded` keeps the count within 16 bits.
+        w.u16(self.shard.index as u16);
+        w.u16(self.shard.count as u16);
+        w.u32(self.next_generation);
+        w.bool(self.shutting_down);
+        self.stats.save(&mut w);
+        self.turns.save(&mut w);
+        self.rooms.save(&mut w);
+        w.len(self.conns.len());
+        for (_, c) in &self.conns {
+            c.save(&mut w);
+            self.outputs.save(c.id, &mut w);
+        }
+        let handshakes: Vec<ConnId> = (self.arrivals.iter().copied())
+            .filter(|&conn| matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })))
+            .collect();
+        w.len(handshakes.len());
+        handshakes.into_iter().for_each(|conn| w.conn(conn));
+        w.out
+    }
+
+    /// Takes over the state another relay exported with
+    /// [`export_state`](Self::export_state): this relay must be new (no
+    /// connection yet), be the same shard of as many, and have its own
+    /// configuration, which applies from now on. Deadlines keep the time
+    /// they had left. On error nothing has changed.
+    ///
+    /// Then drain [`poll_action`](Self::poll_action) as after any input:
+    /// an upgrade that was waiting for its admission verdict is asked about
+    /// again ([`Action::Admit`]), since the exporting driver's answer will
+    /// not come; a request that was waiting for other shards' answers (a
+    /// scrape or an API call gathered across shards) is answered 503, since
+    /// they are not part of the state. Every connection with bytes to write
+    /// is named by [`poll_transmit`](Self::poll_transmit).
+    pub fn import_state(&mut self, state: &[u8], now: Instant) -> Result<(), ImportError> {
+        if !self.conns.is_empty() || self.rooms.len() > 0 {
+            return Err(ImportError::NotEmpty);
+        }
+        let corrupt = ImportError::Corrupt;
+        let mut r = Reader::new(state, now, self.shard.index as u16);
+        if r.take(STATE_MAGIC.len()).ok() != Some(&STATE_MAGIC[..]) {
+            return Err(ImportError::NotAState);
+        }
+        match r.u16()? {
+            STATE_VERSION => {}
+            other => return Err(ImportError::UnknownVersion(other)),
+        }
+        let exported = (usize::from(r.u16()?), usize::from(r.u16()?));
+        if exported != (self.shard.index, self.shard.count) {
+            return Err(ImportError::ShardMismatch { exported, here: (self.shard.index, self.shard.count) });
+        }
+        let next_generation = r.u32()?;
+        let shutting_down = r.bool()?;
+        let stats = Stats::load(&mut r)?;
+        let turns = TurnHistogram::load(&mut r)?;
+        let caps = self.config.capacity;
+        let rooms = Rooms::load(&mut r, caps.max_rooms)?;
+        // No slot is ever far past what the caps let a relay hold at once.
+        let max_slot = caps.max_clients.saturating_add(caps.max_handshakes).saturating_mul(4).saturating_add(1024);
+        let count = r.len()?;
+        let mut conns = Vec::with_capacity(count);
+        let mut outputs = Outputs::default();
+        let mut slots = BTreeSet::new();
+        for _ in 0..count {
+            let c = Conn::load(&mut r, &self.config)?;
+            if c.id.index() >= max_slot || !slots.insert(c.id.index()) {
+                return Err(corrupt("a connection slot past the caps, or taken twice"));
+            }
+            let done = matches!(c.phase, Phase::Done);
+            outputs.load(c.id, done, matches!(c.phase, Phase::Parked { .. }), &mut r)?;
+            if done && outputs.get(c.id).is_some_and(|s| s.output.backlog() == 0) {
+                return Err(corrupt("a finished connection with nothing left to write"));
+            }
+            conns.push((c.id.index(), c));
+        }
+        let conns: Slab<Conn> = conns.into_iter().collect();
+        let find = |conn: ConnId| conns.get(conn.index()).filter(|c| c.id == conn);
+        let n = r.len()?;
+        let mut arrivals = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            let conn = r.conn()?;
+            if !matches!(find(conn).map(|c| &c.phase), Some(Phase::Handshake { .. })) {
+                return Err(corrupt("an arrival that is not in its handshake"));
+            }
+            arrivals.push_back(conn);
+        }
+        if !r.is_empty() {
+            return Err(corrupt("bytes after the state"));
+        }
+        // Every member sits in an open connection that sits in its room, and back.
+        let mut seated = 0;
+        for (key, room) in rooms.slots() {
+            for m in room.members() {
+                let seat = find(m.conn).and_then(Conn::seat);
+                if seat != Some(Seat { room: key, id: m.id }) {
+                    return Err(corrupt("a member whose connection is not in its room"));
+                }
+                seated += 1;
+            }
+        }
+        if conns.iter().filter(|(_, c)| c.seat().is_some()).count() != seated {
+            return Err(corrupt("a connection seated in a room that does not list it"));
+        }
+        let mut digests = BTreeSet::new();
+        for (_, c) in &conns {
+            if let Some(digest) = c.session {
+                if c.seat().is_none() || !digests.insert(digest) {
+                    return Err(corrupt("a session without a seat, or two with one key"));
+                }
+            }
+        }
+
+        self.conns = conns;
+        self.outputs = outputs;
+        self.rooms = rooms;
+        self.next_generation = next_generation;
+        self.shutting_down = shutting_down;
+        self.stats = stats;
+        self.turns = turns;
+        self.arrivals = arrivals;
+        for _ in 0..self.rooms.len() {
+            self.budget.take_room(usize::MAX);
+        }
+        let mut waiting = Vec::new();
+        for (_, c) in &self.conns {
+            if c.admitted {
+                self.open += 1;
+                self.budget.take_client(usize::MAX);
+                c.counted_ip.inspect(|&ip| {
+                    self.budget.take_address(ip, usize::MAX);
+                });
+            }
+            match &c.phase {
+                Phase::Handshake { reader, .. } => {
+                    self.pending += 1;
+                    if reader.is_complete() {
+                        waiting.push(c.id);
+                    }
+                }
+                Phase::Admitting { upgrade, .. } => {
+                    self.pending += 1;
+                    self.actions.push_back(Action::Admit { conn: c.id, admission: admission_of(upgrade, c.peer) });
+                }
+                Phase::Parked { .. } => self.parked += 1,
+                Phase::Open { .. } | Phase::Closing { .. } | Phase::Done => {}
+            }
+            if let Some(digest) = c.session {
+                self.sessions.insert(digest, c.id);
+            }
+            if let Some(at) = c.scheduled {
+                self.timers.push(at, c.id);
+            }
+            if let Some(slot) = self.outputs.get_mut(c.id).filter(|s| s.output.backlog() > 0) {
+                slot.queued = true;
+                self.transmit.push(c.id);
+            }
+        }
+        for conn in waiting {
+            self.refuse(conn, HandshakeError::ShuttingDown);
+        }
+        Ok(())
     }
 
     /// Gives back memory held for connections, rooms and queues that are
@@ -461,7 +684,7 @@ impl Relay {
             self.transmit_next += 1;
             let Some(slot) = self.outputs.get_mut(conn) else { continue };
             slot.queued = false;
-            if slot.output.backlog() > 0 {
+            if slot.output.backlog() > 0 && !slot.parked {
                 return Some(conn);
             }
         }
@@ -473,7 +696,8 @@ impl Relay {
     /// The bytes waiting to be written to `conn`, oldest first; empty for a
     /// connection the core no longer knows.
     pub fn pending(&self, conn: ConnId) -> &[u8] {
-        self.outputs.get(conn).map_or(&[], |slot| slot.output.pending())
+        // A parked session's bytes wait for its next connection, not this one's socket.
+        self.outputs.get(conn).filter(|slot| !slot.parked).map_or(&[], |slot| slot.output.pending())
     }
 
     /// Writes what is pending for `conn` with one call to `w.write`, and
@@ -481,7 +705,7 @@ impl Relay {
     /// is the driver's socket (or a TLS layer in front of it).
     pub fn write_to<W: io::Write + ?Sized>(&mut self, conn: ConnId, w: &mut W) -> io::Result<usize> {
         let Some(slot) = self.outputs.get_mut(conn) else { return Ok(0) };
-        if slot.output.backlog() == 0 {
+        if slot.output.backlog() == 0 || slot.parked {
             return Ok(0);
         }
         let n = w.write(slot.output.pending())?;
@@ -547,6 +771,7 @@ impl Relay {
             return false;
         }
         slot.output.buf().extend_from_slice(bytes);
+        slot.last_queued = self.now;
         if !mem::replace(&mut slot.queued, true) {
             self.transmit.push(conn);
         }
@@ -625,18 +850,17 @@ impl Relay {
             self.refuse(conn, HandshakeError::ForbiddenOrigin);
             return false;
         }
-        let pending = Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay };
+        let session = upgrade.session.as_deref().map(|key| <[u8; 32]>::from(Sha256::digest(key)));
+        let mut pending =
+            Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay, token: None, origin: None, session };
         if !self.config.admission {
             return self.open_upgrade(conn, pending, None, now);
         }
+        pending.token = upgrade.token.or(query_token);
+        pending.origin = upgrade.origin;
         let c = self.get_mut(conn).expect("a request completes on a live connection");
         let Phase::Handshake { deadline, .. } = c.phase else { unreachable!("only a handshake completes a request") };
-        let admission = Admission {
-            room: pending.room.clone(),
-            token: upgrade.token.or(query_token),
-            origin: upgrade.origin,
-            peer: c.peer,
-        };
+        let admission = admission_of(&pending, c.peer);
         c.phase = Phase::Admitting { upgrade: Box::new(pending), deadline, early: rest.to_vec() };
         self.actions.push_back(Action::Admit { conn, admission });
         false
@@ -644,7 +868,19 @@ impl Relay {
 
     /// Completes an upgrade the client may make: the caps, the 101, the room.
     /// True if the connection is then open.
-    fn open_upgrade(&mut self, conn: ConnId, pending: Pending, subject: Option<Box<str>>, now: Instant) -> bool {
+    fn open_upgrade(&mut self, conn: ConnId, mut pending: Pending, subject: Option<Box<str>>, now: Instant) -> bool {
+        if let Some(digest) = pending.session.filter(|_| self.resumable()) {
+            if let Some(&seat_holder) = self.sessions.get(&digest) {
+                let same_room = self.member(seat_holder).is_some_and(|(room, _)| room == pending.room.as_slice());
+                if same_room {
+                    return self.resume(conn, seat_holder, digest, pending, subject, now);
+                }
+                // A key is bound to its room: elsewhere it is a fresh join, and says nothing.
+                pending.session = None;
+            }
+        } else {
+            pending.session = None;
+        }
         if let Err(full) = self.admit(conn, &pending.room) {
             self.refuse(conn, full);
             return false;
@@ -655,6 +891,16 @@ impl Relay {
         let mut answer = mem::take(&mut self.scratch);
         answer.clear();
         http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        if let Some(digest) = pending.session {
+            // Its output may move to the connection that resumes it: frames are tracked.
+            if let Some(slot) = self.outputs.get_mut(conn) {
+                slot.output.track_frames(answer.len());
+            }
+            self.sessions.insert(digest, conn);
+            if let Some(c) = self.get_mut(conn) {
+                c.session = Some(digest);
+            }
+        }
         let seat = match self.config.mode {
             Mode::Echo => {
                 self.push(conn, &answer, Bound::Exempt);
@@ -673,6 +919,7 @@ impl Relay {
     /// for a connection that is no longer waiting (it left, or the handshake
     /// timeout fired) is ignored.
     pub fn handle_admission(&mut self, conn: ConnId, verdict: Verdict, now: Instant) {
+        self.now = Some(now);
         let Some(Conn { phase: Phase::Admitting { upgrade, early, .. }, .. }) = self.get_mut(conn) else { return };
         let (pending, early) = (mem::take(&mut **upgrade), mem::take(early));
         match verdict {
@@ -736,6 +983,7 @@ impl Relay {
     /// calls it on the shard(s) an [`Action::Api`] names, then drains that
     /// core as after any input.
     pub fn api(&mut self, request: &ApiRequest, now: Instant) -> ApiReply {
+        self.now = Some(now);
         let reply = match request {
             ApiRequest::Publish { room, to, data, binary } => self.publish(room, *to, data, *binary),
             ApiRequest::Rooms { prefix, limit } => ApiReply::Rooms(
@@ -940,9 +1188,23 @@ impl Relay {
         let Some(c) = self.get_mut(conn) else { return };
         let Phase::Open { seat, .. } = &mut c.phase else { return };
         let Some(seat) = seat.take() else { return };
-        if let Some(r) = self.rooms.get(seat.room) {
-            debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
+        self.forget_session(conn);
+        self.vacate(conn, seat, reason);
+    }
+
+    /// Ends `conn`'s session: its key no longer resumes anything.
+    fn forget_session(&mut self, conn: ConnId) {
+        let Some(digest) = self.get_mut(conn).and_then(|c| c.session.take()) else { return };
+        if self.sessions.get(&digest) == Some(&conn) {
+            self.sessions.remove(&digest);
         }
+    }
+
+    /// Gives up `seat`, telling the rest of its room that `conn` quit.
+    fn vacate(&mut self, conn: ConnId, seat: Seat, reason: impl std::fmt::Display) {
+        // A shutdown dissolves every room at once, and nobody hears who quits.
+        let Some(r) = self.rooms.get(seat.room) else { return };
+        debug!("{conn} left room={:?} id={}: {reason}", String::from_utf8_lossy(&r.name), seat.id);
         if self.rooms.leave(seat) {
             self.budget.give_room();
             return;
@@ -1004,7 +1266,9 @@ impl Relay {
         let (closing, seat) = match c.phase {
             Phase::Open { seat, .. } => (None, seat),
             Phase::Closing { reason, .. } => (Some(reason), None),
-            Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Done => return (0, Step::Gone),
+            Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Done | Phase::Parked { .. } => {
+                return (0, Step::Gone)
+            }
         };
         let (used, message) = match c.decoder.decode(bytes) {
             Ok((used, Some(message))) => (used, message),
@@ -1040,7 +1304,10 @@ impl Relay {
                         encode_frame(frame, opcode, &[m]);
                         Step::Echo
                     }
-                    (Mode::Relay, Some(from)) => match envelope::parse(m) {
+                    (Mode::Relay, Some(from)) => match match opcode {
+                        OpCode::Binary => envelope::parse_binary(m),
+                        _ => envelope::parse(m),
+                    } {
                         Ok((target, rest)) => {
                             let mut digits = [0; 20];
                             encode_frame(frame, opcode, &[envelope::format_id(from.id, &mut digits), b" ", rest]);
@@ -1075,8 +1342,12 @@ impl Relay {
 
     fn on_timer(&mut self, conn: ConnId, now: Instant) {
         let (ping_interval, ping_timeout) = (self.config.ping_interval, self.config.ping_timeout);
+        let last_queued = self.outputs.get(conn).and_then(|slot| slot.last_queued);
         let Some(c) = self.get_mut(conn) else { return };
         let last_read = c.last_read;
+        // Quiet either way for a ping interval: a proxy in front times out an
+        // idle direction as readily as an idle connection.
+        let quiet_since = last_queued.map_or(last_read, |queued| queued.min(last_read));
         let reached = |at: Option<Instant>| at.is_some_and(|at| now >= at);
         match &mut c.phase {
             Phase::Handshake { deadline, .. } | Phase::Admitting { deadline, .. } if reached(*deadline) => {
@@ -1091,22 +1362,33 @@ impl Relay {
                 self.schedule(conn, at);
             }
             Phase::Done => {}
+            Phase::Parked { deadline, .. } if reached(*deadline) => {
+                self.stats.sessions_expired += 1;
+                self.end_parked(conn, "its session was not resumed in time");
+            }
+            Phase::Parked { deadline, .. } => {
+                let at = *deadline;
+                self.schedule(conn, at);
+            }
             Phase::Open { ping_sent, .. } => {
                 if ping_sent.is_some_and(|sent| last_read > sent) {
                     *ping_sent = None;
                 }
                 match *ping_sent {
+                    // A session's seat waits for its client; nobody reads a close frame on a dead line.
                     Some(sent) if reached(sent.checked_add(ping_timeout)) => {
-                        self.push_close(conn, 1011, "keepalive timeout");
-                        self.finish(conn, CloseReason::KeepaliveTimeout, Leftover::Flush);
+                        if !self.park(conn, CloseReason::KeepaliveTimeout, now) {
+                            self.push_close(conn, 1011, "keepalive timeout");
+                            self.finish(conn, CloseReason::KeepaliveTimeout, Leftover::Flush);
+                        }
                     }
                     Some(sent) => self.schedule(conn, sent.checked_add(ping_timeout)),
-                    None if reached(last_read.checked_add(ping_interval)) => {
+                    None if reached(quiet_since.checked_add(ping_interval)) => {
                         *ping_sent = Some(now);
                         self.push_frame(conn, OpCode::Ping, &[b"keepalive"]);
                         self.schedule(conn, now.checked_add(ping_timeout));
                     }
-                    None => self.schedule(conn, last_read.checked_add(ping_interval)),
+                    None => self.schedule(conn, quiet_since.checked_add(ping_interval)),
                 }
             }
         }
@@ -1137,6 +1419,10 @@ impl Relay {
     /// Starts the close handshake: the client leaves its room now and has
     /// until the close timeout to answer with its own close frame.
     fn start_close(&mut self, conn: ConnId, code: u16, text: &str, reason: CloseReason, now: Instant) {
+        if matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Parked { .. })) {
+            // No transport to say it on: the seat simply goes.
+            return self.end_parked(conn, reason);
+        }
         self.leave(conn, reason);
         let deadline = now.checked_add(self.config.close_timeout);
         let Some(c) = self.get_mut(conn).filter(|c| matches!(c.phase, Phase::Open { .. })) else { return };
@@ -1149,12 +1435,16 @@ impl Relay {
     /// Ends `conn` for the core and tells the driver. Its output is kept
     /// until written (or dropped), and the slot is freed with it.
     fn finish(&mut self, conn: ConnId, reason: CloseReason, leftover: Leftover) {
+        if matches!(self.get(conn).map(|c| &c.phase), Some(Phase::Parked { .. })) {
+            // Its transport ended, and was counted, when it was parked.
+            return self.end_parked(conn, reason);
+        }
         self.leave(conn, reason);
         let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else { return };
         match c.phase {
             Phase::Handshake { .. } | Phase::Admitting { .. } => self.pending -= 1,
             Phase::Open { .. } | Phase::Closing { .. } => {}
-            Phase::Done => return,
+            Phase::Done | Phase::Parked { .. } => return,
         }
         if mem::take(&mut c.admitted) {
             self.open -= 1;
@@ -1180,6 +1470,121 @@ impl Relay {
         }
     }
 
+    /// True if an upgrade's session key can be parked and resumed.
+    fn resumable(&self) -> bool {
+        !self.config.resume_window.is_zero() && self.config.mode == Mode::Relay && !self.shutting_down
+    }
+
+    /// `conn`'s transport ended without a close frame: if it holds a resumable
+    /// session, its seat waits for a connection with its key, and what its
+    /// room sends it is kept. The driver gets its `Close`, and nothing to write.
+    fn park(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> bool {
+        if !self.resumable() || self.parked >= self.config.max_parked {
+            return false;
+        }
+        let (window, limits) = (self.config.resume_window, self.config.message);
+        let Some(c) = self.get_mut(conn) else { return false };
+        let (Phase::Open { seat: Some(seat), .. }, Some(_)) = (&c.phase, c.session) else { return false };
+        let deadline = now.checked_add(window);
+        c.phase = Phase::Parked { seat: *seat, deadline };
+        c.decoder = MessageDecoder::new(limits);
+        self.parked += 1;
+        let slot = self.outputs.get_mut(conn).expect("a live connection has its output");
+        // What the transport took part of is lost with it; whole frames wait.
+        let frames = slot.output.take_frames();
+        slot.output.buf().extend_from_slice(&frames);
+        slot.parked = true;
+        self.stats.count_close(reason);
+        debug!("{conn} parked ({reason}): its seat waits {window:?} for its session");
+        self.actions.push_back(Action::Close { conn, reason });
+        self.schedule(conn, deadline);
+        true
+    }
+
+    /// A parked session ends: its seat goes, its room hears it quit.
+    fn end_parked(&mut self, conn: ConnId, reason: impl std::fmt::Display) {
+        let Some(c) = self.get_mut(conn) else { return };
+        let Phase::Parked { seat, .. } = c.phase else { return };
+        c.phase = Phase::Done;
+        let admitted = mem::take(&mut c.admitted);
+        let counted_ip = c.counted_ip.take();
+        self.parked -= 1;
+        self.forget_session(conn);
+        self.vacate(conn, seat, reason);
+        if admitted {
+            self.open -= 1;
+            self.budget.give_client();
+            counted_ip.inspect(|&ip| self.budget.give_address(ip));
+        }
+        self.release(conn);
+    }
+
+    /// `conn`'s upgrade offers the key of the session `old` holds in the same
+    /// room: `conn` takes the seat, hears `<id> resume` and every whole frame
+    /// kept for the seat, and nobody else hears anything. A half-dead `old`
+    /// the relay had not noticed is closed with 4001.
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        old: ConnId,
+        digest: [u8; 32],
+        pending: Pending,
+        subject: Option<Box<str>>,
+        now: Instant,
+    ) -> bool {
+        let Some(o) = self.get_mut(old) else { return false };
+        let Some(seat) = o.seat() else { return false };
+        let was_parked = matches!(o.phase, Phase::Parked { .. });
+        // The seat's place in the caps moves with it.
+        let (admitted, old_ip) = (mem::take(&mut o.admitted), o.counted_ip.take());
+        o.session = None;
+        let new_ip = self.get(conn).and_then(|c| c.peer).map(|a| a.ip());
+        let counted_ip = match (old_ip, new_ip) {
+            (Some(old_ip), Some(ip)) => {
+                self.budget.give_address(old_ip);
+                self.budget.take_address(ip, usize::MAX);
+                Some(ip)
+            }
+            (old_ip, _) => old_ip,
+        };
+        let kept = self.outputs.get_mut(old).map(|slot| slot.output.take_frames()).unwrap_or_default();
+        self.rooms.rebind(seat, conn, subject);
+        self.sessions.insert(digest, conn);
+        if was_parked {
+            self.parked -= 1;
+            if let Some(o) = self.get_mut(old) {
+                o.phase = Phase::Done;
+            }
+            self.release(old);
+        } else if let Some(o) = self.get_mut(old) {
+            o.phase = Phase::Open { seat: None, ping_sent: None };
+            self.start_close(old, 4001, "replaced", CloseReason::Replaced, now);
+        }
+        let c = self.get_mut(conn).expect("a connection resuming is live");
+        c.admitted = admitted;
+        c.counted_ip = counted_ip;
+        c.session = Some(digest);
+        c.phase = Phase::Open { seat: Some(seat), ping_sent: None };
+        self.pending -= 1;
+        self.stats.upgrades += 1;
+        self.stats.resumes += 1;
+        self.stats.deliveries += 1;
+        let mut answer = mem::take(&mut self.scratch);
+        answer.clear();
+        http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        if let Some(slot) = self.outputs.get_mut(conn) {
+            slot.output.track_frames(answer.len());
+        }
+        let mut digits = [0; 20];
+        encode_frame(&mut answer, OpCode::Text, &[envelope::format_id(seat.id, &mut digits), b" resume"]);
+        answer.extend_from_slice(&kept);
+        self.push(conn, &answer, Bound::Exempt);
+        self.scratch = answer;
+        debug!("{conn} resumed the seat of {old}: id {}, {} bytes kept", seat.id, kept.len());
+        self.schedule(conn, now.checked_add(self.config.ping_interval));
+        true
+    }
+
     /// Forgets a finished connection.
     fn release(&mut self, conn: ConnId) {
         if self.get(conn).is_some() {
@@ -1203,6 +1608,11 @@ fn conns_alive(conns: &Slab<Conn>, conn: ConnId) -> bool {
     conns.get(conn.index()).is_some_and(|c| c.id == conn)
 }
 
+/// What the driver is asked to decide about `pending`, from `peer`.
+fn admission_of(pending: &Pending, peer: Option<SocketAddr>) -> Admission {
+    Admission { room: pending.room.clone(), token: pending.token.clone(), origin: pending.origin.clone(), peer }
+}
+
 /// `s` cut to at most `max` bytes, at a character boundary.
 fn cut(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -1221,6 +1631,6 @@ fn ending_reason(c: &Conn) -> Option<CloseReason> {
         // A client dropping the line after the relay's close frame ends for the relay's reason.
         Phase::Closing { reason, .. } => Some(reason),
         Phase::Handshake { .. } | Phase::Admitting { .. } | Phase::Open { .. } => Some(CloseReason::TransportClosed),
-        Phase::Done => None,
+        Phase::Done | Phase::Parked { .. } => None,
     }
 }

@@ -1,10 +1,11 @@
 //! Rooms: who is in each, in join order, and the ids they were given.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use slab::Slab;
 
 use super::action::ConnId;
+use super::state::{ImportError, Reader, Writer};
 
 /// A room's slot in [`Rooms`]: valid while the room has members.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,17 @@ pub(crate) struct RoomKey(usize);
 pub(crate) struct Seat {
     pub(crate) room: RoomKey,
     pub(crate) id: u64,
+}
+
+impl Seat {
+    pub(crate) fn save(self, w: &mut Writer) {
+        w.len(self.room.0);
+        w.u64(self.id);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        Ok(Self { room: RoomKey(r.index()?), id: r.u64()? })
+    }
 }
 
 /// A client in a room.
@@ -90,6 +102,17 @@ impl Rooms {
         true
     }
 
+    /// The member at `seat` is now `conn`, and `subject` if one is given.
+    pub(crate) fn rebind(&mut self, seat: Seat, conn: ConnId, subject: Option<Box<str>>) {
+        let Some(room) = self.rooms.get_mut(seat.room.0) else { return };
+        if let Ok(i) = room.members.binary_search_by_key(&seat.id, |m| m.id) {
+            room.members[i].conn = conn;
+            if subject.is_some() {
+                room.members[i].subject = subject;
+            }
+        }
+    }
+
     /// The room at `key`, if it still has members.
     pub(crate) fn get(&self, key: RoomKey) -> Option<&Room> {
         self.rooms.get(key.0)
@@ -98,6 +121,11 @@ impl Rooms {
     /// The room named `name`.
     pub(crate) fn by_name(&self, name: &[u8]) -> Option<&Room> {
         self.by_name.get(name).and_then(|&k| self.rooms.get(k))
+    }
+
+    /// Every room with its key, in slot order.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (RoomKey, &Room)> {
+        self.rooms.iter().map(|(k, r)| (RoomKey(k), r))
     }
 
     /// Every room, by name.
@@ -121,6 +149,55 @@ impl Rooms {
     /// Gives back the memory of rooms that are gone.
     pub(crate) fn shrink_to_fit(&mut self) {
         self.rooms.shrink_to_fit();
+    }
+
+    /// Every room at its slot, members in join order.
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.len(self.rooms.len());
+        for (key, room) in &self.rooms {
+            w.len(key);
+            w.bytes(&room.name);
+            w.u64(room.next_id);
+            w.len(room.members.len());
+            for m in &room.members {
+                w.u64(m.id);
+                w.conn(m.conn);
+                w.opt(m.subject.as_deref(), |w, s| w.bytes(s.as_bytes()));
+            }
+        }
+    }
+
+    /// The rooms [`save`](Self::save) wrote, each at its slot, which must be
+    /// below `max_slot` (what the relay's caps allow it to have reached).
+    pub(crate) fn load(r: &mut Reader<'_>, max_slot: usize) -> Result<Self, ImportError> {
+        let corrupt = ImportError::Corrupt;
+        let count = r.len()?;
+        let mut rooms = Vec::with_capacity(count);
+        let mut by_name = BTreeMap::new();
+        let mut slots = BTreeSet::new();
+        for _ in 0..count {
+            let key = r.index()?;
+            let name: Box<[u8]> = r.bytes()?.into();
+            let next_id = r.u64()?;
+            let n = r.len()?;
+            let mut members: Vec<Member> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (id, conn) = (r.u64()?, r.conn()?);
+                let subject = r.opt(|r| r.string())?.map(String::into_boxed_str);
+                if id == 0 || id >= next_id || members.last().is_some_and(|m| m.id >= id) {
+                    return Err(corrupt("member ids out of order or past the room's next id"));
+                }
+                members.push(Member { id, conn, subject });
+            }
+            if members.is_empty() || key >= max_slot {
+                return Err(corrupt("an empty room, or a room slot past the caps"));
+            }
+            if by_name.insert(name.clone(), key).is_some() || !slots.insert(key) {
+                return Err(corrupt("two rooms with one name or one slot"));
+            }
+            rooms.push((key, Room { name, next_id, members }));
+        }
+        Ok(Self { rooms: rooms.into_iter().collect(), by_name })
     }
 
     /// Forgets every room.

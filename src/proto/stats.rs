@@ -5,6 +5,7 @@ use std::fmt;
 use super::action::{CloseKind, CloseReason};
 use super::admission::Refusal;
 use super::http::Status;
+use super::state::{ImportError, Reader, Writer};
 
 /// Running totals since the core started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub struct Stats {
     pub admitted: u64,
     /// Server API calls, answered or refused.
     pub api_calls: u64,
+    /// Sessions taken back by a new connection within the resume window.
+    pub resumes: u64,
+    /// Parked sessions whose window passed: their seat went.
+    pub sessions_expired: u64,
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
     admission_refusals: [u64; Refusal::COUNT],
@@ -76,6 +81,8 @@ impl Stats {
             handoffs,
             admitted,
             api_calls,
+            resumes,
+            sessions_expired,
             closes,
             refused,
             admission_refusals,
@@ -91,9 +98,74 @@ impl Stats {
         self.handoffs += handoffs;
         self.admitted += admitted;
         self.api_calls += api_calls;
+        self.resumes += resumes;
+        self.sessions_expired += sessions_expired;
         self.admission_refusals.iter_mut().zip(admission_refusals).for_each(|(a, b)| *a += b);
         self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
         self.refused.iter_mut().zip(refused).for_each(|(a, b)| *a += b);
+    }
+
+    pub(crate) fn save(&self, w: &mut Writer) {
+        for n in self.scalars() {
+            w.u64(n);
+        }
+        for counts in [&self.closes[..], &self.refused[..], &self.admission_refusals[..]] {
+            w.len(counts.len());
+            counts.iter().for_each(|&n| w.u64(n));
+        }
+    }
+
+    /// The counters [`save`](Self::save) wrote. A table with more entries
+    /// than this build knows (a newer build's) keeps the ones it knows.
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let mut s = Stats::default();
+        let mut scalars = [0; 13];
+        for n in &mut scalars {
+            *n = r.u64()?;
+        }
+        [
+            s.connections,
+            s.upgrades,
+            s.messages_received,
+            s.deliveries,
+            s.undeliverable,
+            s.dropped_slow_consumer,
+            s.bytes_received,
+            s.bytes_sent,
+            s.handoffs,
+            s.admitted,
+            s.api_calls,
+            s.resumes,
+            s.sessions_expired,
+        ] = scalars;
+        for counts in [&mut s.closes[..], &mut s.refused[..], &mut s.admission_refusals[..]] {
+            let n = r.index()?;
+            for i in 0..n {
+                let value = r.u64()?;
+                if let Some(c) = counts.get_mut(i) {
+                    *c = value;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn scalars(&self) -> [u64; 13] {
+        [
+            self.connections,
+            self.upgrades,
+            self.messages_received,
+            self.deliveries,
+            self.undeliverable,
+            self.dropped_slow_consumer,
+            self.bytes_received,
+            self.bytes_sent,
+            self.handoffs,
+            self.admitted,
+            self.api_calls,
+            self.resumes,
+            self.sessions_expired,
+        ]
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {

@@ -2,6 +2,7 @@
 //! is refused at the first byte that cannot be part of valid UTF-8 (fail fast).
 
 use super::error::ProtocolError;
+use super::state::{ImportError, Reader, Writer};
 
 /// Validates UTF-8 fed in pieces, holding at most one incomplete code point.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +49,24 @@ impl Utf8Validator {
         } else {
             Err(ProtocolError::InvalidUtf8)
         }
+    }
+}
+
+impl Utf8Validator {
+    pub(crate) fn save(&self, w: &mut Writer) {
+        w.bytes(&self.partial[..self.len]);
+    }
+
+    pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
+        let partial = r.bytes()?;
+        // An unfinished code point is at most three bytes; more would have completed it.
+        if partial.len() > 3 {
+            return Err(ImportError::Corrupt("an unfinished code point of four bytes"));
+        }
+        let mut v = Self::default();
+        v.partial[..partial.len()].copy_from_slice(partial);
+        v.len = partial.len();
+        Ok(v)
     }
 }
 

@@ -8,21 +8,37 @@
 
 mod listen;
 mod shard;
+mod takeover;
+
+pub use takeover::Successor;
+
+/// The link to the old process when this one was started to take over from
+/// it (SIGUSR2): the descriptor its environment names.
+pub fn takeover_link() -> Option<RawFd> {
+    std::env::var(takeover::FD_VAR).ok()?.parse().ok()
+}
+
+/// Tells systemd the relay is ready (`Type=notify`), when it runs under it.
+pub fn notify_ready() {
+    takeover::notify_systemd();
+}
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::token::Verifier;
-use crate::{Budget, Config, ConfigError, Relay, Shard as Place, MAX_DURATION};
-use shard::{Mailbox, Parts, Shard, WAKER};
+use crate::{Budget, Config, ConfigError, ProcessInfo, Relay, Shard as Place, MAX_DURATION};
+use shard::{Mailbox, Parts, Restored, Shard, WAKER};
+use takeover::Handover;
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -41,6 +57,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Checks a token on every upgrade; `None` lets everyone in.
     pub tokens: Option<Verifier>,
+    /// What SIGUSR2 starts to take the relay over; `None` turns takeovers off.
+    pub successor: Option<Successor>,
 }
 
 /// Why the server cannot start.
@@ -50,6 +68,8 @@ pub enum StartError {
     Config(ConfigError),
     /// A socket or the poller could not be set up.
     Io(io::Error),
+    /// Taking over from the old process failed; it serves on.
+    Takeover(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -57,11 +77,39 @@ impl std::fmt::Display for StartError {
         match self {
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
             Self::Io(e) => e.fmt(f),
+            Self::Takeover(e) => write!(f, "takeover: {e}"),
         }
     }
 }
 
 impl std::error::Error for StartError {}
+
+/// Checks the configuration and makes each shard's core.
+fn relays(config: &ServerConfig) -> Result<Vec<Relay>, StartError> {
+    if config.drain_timeout.is_zero() || config.drain_timeout > MAX_DURATION {
+        let e = ConfigError::DurationOutOfRange { name: "drain_timeout", value: config.drain_timeout };
+        return Err(StartError::Config(e));
+    }
+    let count = config.threads;
+    if count == 0 {
+        return Err(StartError::Config(ConfigError::Zero("threads")));
+    }
+    let mut relay = config.relay.clone();
+    // Connections in their handshake arrive spread evenly over the shards'
+    // sockets, so each takes its share of the cap.
+    relay.capacity.max_handshakes = relay.capacity.max_handshakes.div_ceil(count);
+    relay.admission = config.tokens.is_some();
+    let budget = Budget::new();
+    (0..count)
+        .map(|index| Relay::sharded(relay.clone(), Place { index, count }, budget.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Config)
+}
+
+/// Seconds since the Unix epoch now: the process's start time for `/metrics`.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
 
 impl From<io::Error> for StartError {
     fn from(e: io::Error) -> Self {
@@ -74,35 +122,96 @@ pub struct Server {
     shards: Vec<Shard>,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    takeovers: u64,
+}
+
+/// One shard's sockets and core, before its loop is made.
+struct Seat {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    relay: Relay,
+    restored: Option<Restored>,
 }
 
 impl Server {
     /// Checks the configuration, binds the listeners, makes the shards and
-    /// installs the SIGINT/SIGTERM handlers.
+    /// installs the signal handlers.
     pub fn bind(config: ServerConfig) -> Result<Self, StartError> {
-        if config.drain_timeout.is_zero() || config.drain_timeout > MAX_DURATION {
-            let e = ConfigError::DurationOutOfRange { name: "drain_timeout", value: config.drain_timeout };
-            return Err(StartError::Config(e));
-        }
-        let count = config.threads;
-        if count == 0 {
-            return Err(StartError::Config(ConfigError::Zero("threads")));
-        }
-        let mut relay = config.relay;
-        // Connections in their handshake arrive spread evenly over the shards'
-        // sockets, so each takes its share of the cap.
-        relay.capacity.max_handshakes = relay.capacity.max_handshakes.div_ceil(count);
-        relay.admission = config.tokens.is_some();
-        let budget = Budget::new();
-        let relays = (0..count)
-            .map(|index| Relay::sharded(relay.clone(), Place { index, count }, budget.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StartError::Config)?;
-        let listeners = listen::bind(config.listen, count)?;
-        let addr = listeners[0].local_addr()?;
+        let relays = relays(&config)?;
+        let listeners = listen::bind(config.listen, relays.len())?;
         let mut metrics_listener = config.metrics_listen.map(TcpListener::bind).transpose()?;
-        let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-        let mut signals = Some(Signals::new([SIGINT, SIGTERM])?);
+        let seats = (relays.into_iter().zip(listeners))
+            // The operator's port belongs to the first shard.
+            .map(|(relay, listener)| Seat {
+                listener,
+                metrics_listener: metrics_listener.take(),
+                relay,
+                restored: None,
+            })
+            .collect();
+        Self::assemble(&config, seats, 0)
+    }
+
+    /// Takes over from the relay process that started this one (SIGUSR2) and
+    /// passed the link's descriptor `fd`: its listeners, its connections and
+    /// every shard's state. The configuration must have as many shards as
+    /// the old process. When this returns `Ok` the old process has let go and
+    /// exits; on any error it serves on.
+    pub fn take_over(config: ServerConfig, fd: RawFd) -> Result<Self, StartError> {
+        let inherited = takeover::receive(fd).map_err(StartError::Takeover)?;
+        let shards: Vec<(&[u8], &[u8], usize)> = (inherited.shards.iter())
+            .map(|(core, driver, fds)| (&inherited.state[core.clone()], &inherited.state[driver.clone()], *fds))
+            .collect();
+        match Self::adopt(&config, inherited.fds, &shards, inherited.takeovers) {
+            Ok(server) => {
+                inherited.link.commit().map_err(StartError::Takeover)?;
+                Ok(server)
+            }
+            Err(e) => {
+                inherited.link.refuse(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn adopt(
+        config: &ServerConfig,
+        fds: Vec<OwnedFd>,
+        shards: &[(&[u8], &[u8], usize)],
+        takeovers: u64,
+    ) -> Result<Self, StartError> {
+        let relays = relays(config)?;
+        if relays.len() != shards.len() {
+            let e = format!(
+                "{} shards handed over, {} configured: run with --threads {}",
+                shards.len(),
+                relays.len(),
+                shards.len()
+            );
+            return Err(StartError::Takeover(e));
+        }
+        let now = Instant::now();
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut offset = 0;
+        let mut seats = Vec::with_capacity(relays.len());
+        for (index, (mut relay, (core, driver, count))) in relays.into_iter().zip(shards).enumerate() {
+            relay.import_state(core, now).map_err(|e| StartError::Takeover(format!("shard {index}: {e}")))?;
+            let mine = fds
+                .get_mut(offset..offset + count)
+                .ok_or_else(|| StartError::Takeover("descriptors missing".into()))?;
+            offset += count;
+            let (listener, metrics_listener, restored) =
+                Restored::parse(driver, index, mine, now).map_err(StartError::Takeover)?;
+            seats.push(Seat { listener, metrics_listener, relay, restored: Some(restored) });
+        }
+        Self::assemble(config, seats, takeovers + 1)
+    }
+
+    fn assemble(config: &ServerConfig, seats: Vec<Seat>, takeovers: u64) -> Result<Self, StartError> {
+        let count = seats.len();
+        let addr = seats[0].listener.local_addr()?;
+        let metrics_addr = seats[0].metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let mut signals = Some(Signals::new([SIGINT, SIGTERM, SIGUSR2])?);
         let polls = (0..count).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mut inboxes = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -112,24 +221,37 @@ impl Server {
             mailboxes.push(Mailbox { tx, waker: Arc::new(Waker::new(poll.registry(), WAKER)?) });
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
-        let shards = (polls.into_iter().zip(listeners).zip(relays).zip(inboxes).enumerate())
-            .map(|(index, (((poll, listener), relay), inbox))| {
-                Shard::new(Parts {
-                    index,
-                    poll,
-                    listener,
-                    // The operator's port and the signals belong to the first shard.
-                    metrics_listener: metrics_listener.take(),
-                    signals: signals.take(),
-                    relay,
-                    mailboxes: mailboxes.clone(),
-                    inbox,
-                    drain_timeout: config.drain_timeout,
-                    verifier: config.tokens.clone(),
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(Self { shards, addr, metrics_addr })
+        let mut handover = config.successor.clone().map(|s| Handover::new(s, mailboxes.clone(), takeovers));
+        let process = ProcessInfo { start_time: unix_now(), takeovers };
+        let now = Instant::now();
+        let mut shards = Vec::with_capacity(count);
+        for (index, ((poll, mut seat), inbox)) in polls.into_iter().zip(seats).zip(inboxes).enumerate() {
+            seat.relay.set_process_info(process);
+            let mut shard = Shard::new(Parts {
+                index,
+                poll,
+                listener: seat.listener,
+                metrics_listener: seat.metrics_listener,
+                // The signals, and with them takeovers, belong to the first shard.
+                signals: signals.take(),
+                relay: seat.relay,
+                mailboxes: mailboxes.clone(),
+                inbox,
+                drain_timeout: config.drain_timeout,
+                verifier: config.tokens.clone(),
+                handover: handover.take(),
+            })?;
+            if let Some(restored) = seat.restored {
+                shard.restore(restored, now)?;
+            }
+            shards.push(shard);
+        }
+        Ok(Self { shards, addr, metrics_addr, takeovers })
+    }
+
+    /// How many takeovers brought the relay to this process.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers
     }
 
     /// The address the listeners are bound to.

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,11 +20,16 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::SIGUSR2;
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::takeover::Handover;
+use crate::proto::state::{Reader, Writer};
 use crate::token::Verifier;
-use crate::{render_metrics, shard_of, Action, ApiReply, ApiRequest, CloseReason, ConnId, Listener, Relay, Snapshot};
+use crate::{
+    render_metrics, shard_of, Action, ApiReply, ApiRequest, CloseReason, ConnId, ImportError, Listener, Relay, Snapshot,
+};
 
 /// Special tokens sit at the top of the range, where slots never reach.
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -67,12 +73,44 @@ pub(super) enum Command {
     ApiReply { conn: ConnId, reply: ApiReply },
     /// Stop: close every client and exit once they are gone.
     Shutdown,
+    /// A takeover begins: stop reading, accepting and writing, answer what
+    /// other shards ask, and say so once no request waits for other shards.
+    Freeze { done: Sender<Result<(), String>> },
+    /// Every shard is frozen: export the core's state and the driver's, then
+    /// wait, touching nothing, for a thaw or the process's end.
+    Export { reply: Sender<Result<Exported, String>> },
+    /// The takeover failed: serve on.
+    Thaw,
+}
+
+/// One shard's part of a takeover.
+pub(super) struct Exported {
+    pub(super) shard: usize,
+    /// The core's state ([`Relay::export_state`]).
+    pub(super) relay: Vec<u8>,
+    /// The driver's: which descriptor is which socket, and what the driver
+    /// knows of each (closing, lingering, half-closed).
+    pub(super) driver: Vec<u8>,
+    /// The descriptors, in the order `driver` numbers them; still this shard's.
+    pub(super) fds: Vec<RawFd>,
+    /// Sockets handed over.
+    pub(super) clients: usize,
 }
 
 /// Where to send a shard a command, and how to wake it for it.
 pub(super) struct Mailbox {
     pub(super) tx: Sender<Command>,
     pub(super) waker: Arc<Waker>,
+}
+
+impl Mailbox {
+    /// Hands `command` over and wakes the shard. A shard that has already
+    /// exited (a late handoff during shutdown) drops it.
+    pub(super) fn send(&self, command: Command) {
+        if self.tx.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// A socket the core holds a connection for, kept at the connection's slot
@@ -104,6 +142,79 @@ struct Lingering {
     stream: TcpStream,
     deadline: Instant,
     discarded: usize,
+}
+
+/// What a takeover hands one shard's driver: its listeners, and its
+/// sockets with what the old driver knew of each.
+pub(super) struct Restored {
+    clients: Vec<(ConnId, TcpStream, RestoredClient)>,
+    lingering: Vec<(TcpStream, Instant, usize)>,
+}
+
+struct RestoredClient {
+    listener: Listener,
+    peer: Option<SocketAddr>,
+    read_closed: bool,
+    eof: bool,
+    closing: Option<Instant>,
+    discarded: usize,
+}
+
+impl Restored {
+    /// Reads what [`Shard::export`] wrote for shard `shard`, taking its
+    /// descriptors from `fds`, which it numbers from 0: the public listener,
+    /// the operator's, and the rest.
+    pub(super) fn parse(
+        driver: &[u8],
+        shard: usize,
+        fds: &mut [Option<OwnedFd>],
+        now: Instant,
+    ) -> Result<(TcpListener, Option<TcpListener>, Self), String> {
+        let bad = |e: ImportError| format!("the driver's state of shard {shard}: {e}");
+        let mut r = Reader::new(driver, now, shard as u16);
+        let mut take = |i: usize| -> Result<OwnedFd, String> {
+            fds.get_mut(i)
+                .and_then(Option::take)
+                .ok_or_else(|| format!("shard {shard}: descriptor {i} missing or used twice"))
+        };
+        let listener = r.opt(Reader::index).map_err(bad)?.ok_or("a shard without its listener")?;
+        let listener = take(listener)?;
+        let metrics = r.opt(Reader::index).map_err(bad)?;
+        let metrics_listener = match metrics {
+            Some(i) => Some(tcp_listener(take(i)?)),
+            None => None,
+        };
+        let mut clients = Vec::new();
+        for _ in 0..r.len().map_err(bad)? {
+            let fd = take(r.index().map_err(bad)?)?;
+            let conn = r.conn().map_err(bad)?;
+            let listener = if r.bool().map_err(bad)? { Listener::Admin } else { Listener::Public };
+            let peer = r.opt(Reader::addr).map_err(bad)?;
+            let (read_closed, eof) = (r.bool().map_err(bad)?, r.bool().map_err(bad)?);
+            let closing = r.opt(Reader::time).map_err(bad)?;
+            let discarded = r.index().map_err(bad)?;
+            let c = RestoredClient { listener, peer, read_closed, eof, closing, discarded };
+            clients.push((conn, tcp_stream(fd), c));
+        }
+        let mut lingering = Vec::new();
+        for _ in 0..r.len().map_err(bad)? {
+            let fd = take(r.index().map_err(bad)?)?;
+            let (deadline, discarded) = (r.time().map_err(bad)?, r.index().map_err(bad)?);
+            lingering.push((tcp_stream(fd), deadline, discarded));
+        }
+        if !r.is_empty() {
+            return Err(format!("the driver's state of shard {shard} has bytes after its end"));
+        }
+        Ok((tcp_listener(listener), metrics_listener, Self { clients, lingering }))
+    }
+}
+
+fn tcp_listener(fd: OwnedFd) -> TcpListener {
+    TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+fn tcp_stream(fd: OwnedFd) -> TcpStream {
+    TcpStream::from_std(std::net::TcpStream::from(fd))
 }
 
 /// Where the poll tokens of lingering sockets start: far above any connection slot.
@@ -151,6 +262,12 @@ pub(super) struct Shard {
     last_busy: Instant,
     /// Clients left since memory was last given back.
     left_since_trim: bool,
+    /// A takeover is under way: nothing is read, accepted or written.
+    frozen: bool,
+    /// Who waits to hear the shard is frozen, once no request waits for other shards.
+    freeze_ack: Option<Sender<Result<(), String>>>,
+    /// Starts takeovers on SIGUSR2: the first shard's alone.
+    handover: Option<Handover>,
 }
 
 /// What a shard starts with.
@@ -165,6 +282,7 @@ pub(super) struct Parts {
     pub(super) inbox: Receiver<Command>,
     pub(super) drain_timeout: Duration,
     pub(super) verifier: Option<Verifier>,
+    pub(super) handover: Option<Handover>,
 }
 
 /// A request on this shard that waits for other shards' answers.
@@ -203,6 +321,7 @@ impl Shard {
             inbox,
             drain_timeout,
             verifier,
+            handover,
         } = parts;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if let Some(l) = &mut metrics_listener {
@@ -236,6 +355,9 @@ impl Shard {
             accept_retry: None,
             last_busy: now,
             left_since_trim: false,
+            frozen: false,
+            freeze_ack: None,
+            handover,
         })
     }
 
@@ -256,21 +378,13 @@ impl Shard {
             self.now = now;
             for event in events.iter() {
                 match event.token() {
+                    WAKER => self.read_mailbox(now),
+                    // Frozen for a takeover: the sockets' news waits, and is
+                    // looked at again in full if the shard thaws.
+                    _ if self.frozen => {}
                     LISTENER => self.accept(Listener::Public, now),
                     METRICS_LISTENER => self.accept(Listener::Admin, now),
-                    SIGNALS => {
-                        if self.signals.as_mut().is_some_and(|s| s.pending().next().is_some()) {
-                            if self.drain_deadline.is_some() {
-                                info!("second signal: exiting now; totals: {}", self.relay.stats());
-                                std::process::exit(0);
-                            }
-                            // Every shard, this one too, through its mailbox.
-                            for shard in 0..self.mailboxes.len() {
-                                self.send(shard, Command::Shutdown);
-                            }
-                        }
-                    }
-                    WAKER => self.read_mailbox(now),
+                    SIGNALS => self.signals(),
                     Token(t) if t >= LINGER_BASE => self.discard(t - LINGER_BASE),
                     Token(slot) => {
                         if let Some(Some(client)) = self.clients.get_mut(slot) {
@@ -284,6 +398,9 @@ impl Shard {
                         }
                     }
                 }
+            }
+            if self.frozen {
+                continue;
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
                 self.accept(Listener::Public, now);
@@ -308,6 +425,31 @@ impl Shard {
                     info!("shard {shard} shut down with {open} connections left; totals: {}", self.relay.stats());
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// SIGINT and SIGTERM shut every shard down (a second one exits at once);
+    /// SIGUSR2 hands the relay to a new process.
+    fn signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else { return };
+        let pending: Vec<i32> = signals.pending().collect();
+        for signal in pending {
+            if signal == SIGUSR2 {
+                match (&self.handover, self.drain_deadline) {
+                    (Some(handover), None) => handover.start(),
+                    (Some(_), Some(_)) => warn!("SIGUSR2: shutting down already; no takeover"),
+                    (None, _) => warn!("SIGUSR2: takeover is off for this server"),
+                }
+                continue;
+            }
+            if self.drain_deadline.is_some() {
+                info!("second signal: exiting now; totals: {}", self.relay.stats());
+                std::process::exit(0);
+            }
+            // Every shard, this one too, through its mailbox.
+            for shard in 0..self.mailboxes.len() {
+                self.send(shard, Command::Shutdown);
             }
         }
     }
@@ -448,9 +590,125 @@ impl Shard {
                     self.complete(conn);
                 }
                 Command::Shutdown => self.begin_shutdown(now),
+                Command::Freeze { done } => {
+                    if self.drain_deadline.is_some() {
+                        let _ = done.send(Err("the relay is shutting down".into()));
+                    } else {
+                        self.frozen = true;
+                        self.freeze_ack = Some(done);
+                    }
+                }
+                Command::Export { reply } => {
+                    let _ = reply.send(Ok(self.export(now)));
+                    self.wait_for_thaw(now);
+                }
+                Command::Thaw => self.thaw(now),
             }
             self.apply();
         }
+        // Frozen once nothing waits for other shards: what is gathered is not part of the state.
+        if self.gathering.is_empty() {
+            if let Some(done) = self.freeze_ack.take() {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    /// After the export: nothing may change what was exported, so the shard
+    /// blocks until the takeover fails (or the process ends under it).
+    fn wait_for_thaw(&mut self, now: Instant) {
+        while let Ok(command) = self.inbox.recv() {
+            if matches!(command, Command::Thaw) {
+                return self.thaw(now);
+            }
+            // Every shard is frozen: nothing else is sent now.
+            warn!("shard {}: a command during a takeover, dropped", self.index);
+        }
+    }
+
+    /// The takeover failed: every socket is read and written again, since
+    /// the events that came meanwhile were not acted on, and accepting resumes.
+    fn thaw(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.frozen) {
+            return;
+        }
+        self.freeze_ack = None;
+        for slot in 0..self.clients.len() {
+            if self.clients[slot].is_some() {
+                self.to_read.push(slot);
+                self.mark_flush(slot);
+            }
+        }
+        let keys: Vec<usize> = self.lingering.iter().map(|(k, _)| k).collect();
+        keys.into_iter().for_each(|k| self.discard(k));
+        self.accept(Listener::Public, now);
+        self.accept(Listener::Admin, now);
+        self.signals();
+        info!("shard {}: serving again", self.index);
+    }
+
+    /// This shard's part of a takeover: the core's state, and the driver's —
+    /// the listeners, each client's socket with what the driver knows of it,
+    /// the lingering sockets — with the descriptors in the order it numbers them.
+    fn export(&mut self, now: Instant) -> Exported {
+        let mut fds = Vec::new();
+        let mut w = Writer::new(now);
+        let mut fd = |raw: RawFd| {
+            fds.push(raw);
+            fds.len() - 1
+        };
+        w.opt(self.listener.as_ref().map(|l| fd(l.as_raw_fd())), Writer::len);
+        w.opt(self.metrics_listener.as_ref().map(|l| fd(l.as_raw_fd())), Writer::len);
+        let clients: Vec<&Client> = self.clients.iter().flatten().collect();
+        w.len(clients.len());
+        for c in &clients {
+            w.len(fd(c.stream.as_raw_fd()));
+            w.conn(c.conn);
+            w.u8(u8::from(c.listener == Listener::Admin));
+            w.opt(c.peer, Writer::addr);
+            w.bool(c.read_closed);
+            w.bool(c.eof);
+            w.opt(c.closing, Writer::time);
+            w.len(c.discarded);
+        }
+        w.len(self.lingering.len());
+        for (_, l) in &self.lingering {
+            w.len(fd(l.stream.as_raw_fd()));
+            w.time(l.deadline);
+            w.len(l.discarded);
+        }
+        let count = clients.len() + self.lingering.len();
+        Exported { shard: self.index, relay: self.relay.export_state(now), driver: w.out, fds, clients: count }
+    }
+
+    /// Takes up the sockets a takeover handed over, as [`export`](Self::export)
+    /// wrote them, after the core imported its state.
+    pub(super) fn restore(&mut self, restored: Restored, now: Instant) -> io::Result<()> {
+        for (conn, stream, c) in restored.clients {
+            self.adopt(conn, stream, c.listener, c.peer, now);
+            let Some(Some(client)) = self.clients.get_mut(conn.index()) else {
+                return Err(io::Error::other(format!("{conn}: could not register its socket")));
+            };
+            client.read_closed = c.read_closed;
+            client.eof = c.eof;
+            client.closing = c.closing;
+            client.discarded = c.discarded;
+            if let Some(at) = c.closing {
+                self.deadlines.push_back((at, Deadline::Closing(conn)));
+            }
+            self.to_read.push(conn.index());
+            self.mark_flush(conn.index());
+        }
+        for (mut stream, deadline, discarded) in restored.lingering {
+            let entry = self.lingering.vacant_entry();
+            let key = entry.key();
+            self.poll.registry().register(&mut stream, Token(LINGER_BASE + key), Interest::READABLE)?;
+            entry.insert(Lingering { stream, deadline, discarded });
+            self.deadlines.push_back((deadline, Deadline::Lingering(key)));
+        }
+        // Expiry walks the deadlines in order.
+        self.deadlines.make_contiguous().sort_by_key(|&(at, _)| at);
+        Ok(())
     }
 
     /// The answers gathered so far for the request on `conn`, one more of
@@ -483,13 +741,9 @@ impl Shard {
         }
     }
 
-    /// Hands `command` to shard `shard` and wakes it. A shard that has
-    /// already exited (a late handoff during shutdown) drops it.
+    /// Hands `command` to shard `shard` and wakes it.
     fn send(&self, shard: usize, command: Command) {
-        let mailbox = &self.mailboxes[shard];
-        if mailbox.tx.send(command).is_ok() {
-            let _ = mailbox.waker.wake();
-        }
+        self.mailboxes[shard].send(command);
     }
 
     /// Reads until the socket is drained or the budget is spent.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use fleet::soak::SoakPlan;
+use fleet::takeover::{Kind, TakeoverPlan};
 use fleet::{Fleet, Plan};
 use report::{cpu_seconds, rss_kib, Step};
 
@@ -42,7 +43,7 @@ struct Args {
     /// Size of each report message in bytes.
     #[arg(long, default_value_t = 200)]
     size: usize,
-    /// Sending before measuring starts.
+    /// Sending before measuring starts (takeover: before each step).
     #[arg(long, default_value = "2", value_parser = secs)]
     warmup: Duration,
     /// Length of the measurement (ramp: of each step; idle: of the hold).
@@ -87,14 +88,39 @@ struct Args {
     /// Soak: clients that each send one 60 KB message and then idle.
     #[arg(long, default_value_t = 50)]
     crowd: usize,
-    /// Soak: how many MiB the lagging reader stays behind its stream; more
-    /// than the kernel's socket buffers, so the relay holds part of it.
+    /// Soak and takeover: how many MiB the lagging reader stays behind its
+    /// stream; more than the kernel's socket buffers, so the relay holds part
+    /// of it (start the relay with a `--max-pending` above it).
     #[arg(long, default_value_t = 6)]
     lag_mib: usize,
     /// Join with a token signed with this file's secret (the relay's
     /// `--token-secret-file`), opening every room under `--prefix`.
     #[arg(long)]
     token_secret_file: Option<std::path::PathBuf>,
+    /// Takeover: the steps, comma-separated. `good` puts a relay at the
+    /// relay's path, which must take over; `exits`, a program that exits at
+    /// once, `hangs`, one that never says hello, and `refuses`, a relay that
+    /// cannot take the state: with those the old process must serve on. Each
+    /// is the file of that name in `--binaries`.
+    #[arg(long, default_value = "good,good,good,exits,hangs,refuses")]
+    takeover_plan: String,
+    /// Takeover: a room's clients send one right after another, as in the
+    /// fixed load, rather than spread over the schedule. The relay writes to
+    /// each receiver once for the room's reports rather than once per report,
+    /// which lets a small machine carry thousands of clients; but a receiver
+    /// then hears its room once every 1/rate s, so a pause shorter than that
+    /// hardly shows as a gap (it does as latency).
+    #[arg(long)]
+    room_bursts: bool,
+    /// Takeover: the path the relay runs from, where each step's file is put.
+    #[arg(long)]
+    binary: Option<std::path::PathBuf>,
+    /// Takeover: the folder holding a file for each kind in the plan.
+    #[arg(long)]
+    binaries: Option<std::path::PathBuf>,
+    /// Takeover: the relay's `--pid-file`, where its current pid is read.
+    #[arg(long)]
+    pid_file: Option<std::path::PathBuf>,
     /// The relay's process id, to report its CPU time and memory.
     #[arg(long)]
     relay_pid: Option<u32>,
@@ -121,6 +147,15 @@ enum Mode {
     /// handshake) for `--duration`; fails if a well-behaved client missed a
     /// report or the relay's memory or descriptors did not come back.
     Soak,
+    /// `--rooms` × `--clients` well-behaved clients and a reader lagging
+    /// `--lag-mib` behind a stream while the tool runs `--takeover-plan`
+    /// against the relay at `--binary`: in each step a newcomer stops halfway
+    /// through its handshake and a client halfway through a frame, the file
+    /// at the relay's path is replaced, and SIGUSR2 goes to the pid in
+    /// `--pid-file`. Prints each step's longest delivery gap; fails on any
+    /// close, join, quit, new id, lost, repeated or reordered message, or
+    /// outcome other than the planned one.
+    Takeover,
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
@@ -312,6 +347,29 @@ fn run(args: &Args) -> Result<(), String> {
             }
             if !failures.is_empty() {
                 return Err(failures.join("; "));
+            }
+        }
+        Mode::Takeover => {
+            let need = |p: &Option<std::path::PathBuf>, flag: &str| p.clone().ok_or(format!("takeover needs {flag}"));
+            let plan = TakeoverPlan {
+                rooms: args.rooms,
+                per_room: args.clients,
+                rate: args.rate,
+                size: args.size,
+                warmup: args.warmup,
+                bursts: args.room_bursts,
+                lag: args.lag_mib << 20,
+                steps: Kind::plan(&args.takeover_plan)?,
+                binary: need(&args.binary, "--binary")?,
+                binaries: need(&args.binaries, "--binaries")?,
+                pid_file: need(&args.pid_file, "--pid-file")?,
+                json: args.json,
+            };
+            let report = fleet.takeover(&plan)?;
+            report.print(args.json);
+            let violations = report.violations();
+            if !violations.is_empty() {
+                return Err(violations.join("; "));
             }
         }
     }

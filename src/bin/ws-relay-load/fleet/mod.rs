@@ -16,6 +16,7 @@ use ws_relay::client::{FrameHeader, OpCode};
 use crate::report::Step;
 
 pub mod soak;
+pub mod takeover;
 
 /// Handshakes in flight at once while connecting, so the relay's accept
 /// backlog never overflows into SYN retries.
@@ -72,6 +73,9 @@ struct Client {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     written: usize,
+    /// Nothing in `out` from this offset on is written until released: a
+    /// peer stalled in the middle of its handshake or of a frame.
+    hold: Option<usize>,
     peers: usize,
     /// Churn: close as soon as `self` arrives.
     churner: bool,
@@ -92,6 +96,11 @@ struct Client {
     read_budget: Option<usize>,
     /// Bytes read so far.
     read_total: usize,
+    /// `self`, `join` and `quit` notices received.
+    notices: u64,
+    /// When the last report arrived, and the longest wait between two.
+    last_report_us: u64,
+    longest_gap_us: u64,
 }
 
 /// What the loop counts while a plan runs.
@@ -176,6 +185,7 @@ impl Fleet {
             inbuf: Vec::new(),
             out,
             written: 0,
+            hold: None,
             peers: 0,
             churner,
             mask: key as u32,
@@ -188,6 +198,9 @@ impl Fleet {
             next_act: None,
             read_budget: None,
             read_total: 0,
+            notices: 0,
+            last_report_us: 0,
+            longest_gap_us: 0,
         });
         self.dirty.push(key);
         Ok(key)
@@ -373,6 +386,19 @@ impl Fleet {
         self.dirty.push(key);
     }
 
+    /// Holds back the last `bytes` of what `key` has queued, and all it
+    /// queues later, until [`release`](Self::release).
+    fn hold_back(&mut self, key: usize, bytes: usize) {
+        let c = &mut self.clients[key];
+        c.hold = Some(c.out.len() - bytes);
+    }
+
+    /// Writes what [`hold_back`](Self::hold_back) held.
+    fn release(&mut self, key: usize) {
+        self.clients[key].hold = None;
+        self.dirty.push(key);
+    }
+
     /// One poll, its reads, and one write per client with output.
     fn turn(&mut self, timeout: Option<Duration>, window: Option<(u64, u64)>) -> Result<(), String> {
         self.flush();
@@ -453,6 +479,9 @@ impl Fleet {
                         .and_then(|i| std::str::from_utf8(&payload[..i]).ok())
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
+                    if matches!(rest, b"self" | b"join" | b"quit") {
+                        c.notices += 1;
+                    }
                     match rest {
                         b"self" if c.churner => {
                             self.tally.churned += 1;
@@ -468,6 +497,10 @@ impl Fleet {
                                     c.disorder += 1;
                                 }
                                 *next = seq + 1;
+                                if c.last_report_us > 0 {
+                                    c.longest_gap_us = c.longest_gap_us.max(now_us - c.last_report_us);
+                                }
+                                c.last_report_us = now_us;
                             }
                             self.tally.delivered_total += 1;
                             if let (Some(sent), Some((from, to))) = (report_time(rest), window) {
@@ -513,10 +546,11 @@ impl Fleet {
     fn flush(&mut self) {
         for key in std::mem::take(&mut self.dirty) {
             let Some(c) = self.clients.get_mut(key) else { continue };
-            if c.state == State::Closed || c.written == c.out.len() {
+            let end = c.hold.unwrap_or(c.out.len());
+            if c.state == State::Closed || c.written >= end {
                 continue;
             }
-            match c.stream.write(&c.out[c.written..]) {
+            match c.stream.write(&c.out[c.written..end]) {
                 Ok(n) => {
                     c.written += n;
                     if c.written == c.out.len() {

@@ -41,18 +41,18 @@ pub struct SoakPlan {
 
 /// The lagging reader's stream: 60 KB messages, 16 a second (within the
 /// default flood limit of 1 MiB/s).
-const STREAM_MESSAGE: usize = 60_000;
-const STREAM_RATE: f64 = 16.0;
+pub(super) const STREAM_MESSAGE: usize = 60_000;
+pub(super) const STREAM_RATE: f64 = 16.0;
 
 /// What the relay's `/metrics` said at one moment.
 #[derive(Clone, Copy, Default)]
-struct Gauges {
-    pending: f64,
+pub(super) struct Gauges {
+    pub(super) pending: f64,
     input_buffers: f64,
 }
 
 /// Reads the relay's gauges from its `/metrics`.
-fn scrape(addr: std::net::SocketAddr) -> Option<Gauges> {
+pub(super) fn scrape(addr: std::net::SocketAddr) -> Option<Gauges> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n").ok()?;
@@ -100,7 +100,7 @@ fn fds(pid: u32) -> usize {
 
 impl Fleet {
     /// Waits until `key` has its `self`.
-    fn wait_open(&mut self, key: usize) -> Result<(), String> {
+    pub(super) fn wait_open(&mut self, key: usize) -> Result<(), String> {
         let give_up = Instant::now() + Duration::from_secs(10);
         while self.clients[key].state != State::Open {
             if Instant::now() > give_up || self.clients[key].state == State::Closed {
