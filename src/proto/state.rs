@@ -108,10 +108,6 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(now: Instant) -> Self {
-        Self::with_capacity(now, 0)
-    }
-
     /// A writer with room for `capacity` bytes: a state with megabytes of
     /// output in it is written without growing (and copying) its buffer.
     pub(crate) fn with_capacity(now: Instant, capacity: usize) -> Self {

@@ -652,7 +652,7 @@ impl Shard {
     /// the lingering sockets — with the descriptors in the order it numbers them.
     fn export(&mut self, now: Instant) -> Exported {
         let mut fds = Vec::new();
-        let mut w = Writer::new(now);
+        let mut w = Writer::with_capacity(now, 0);
         let mut fd = |raw: RawFd| {
             fds.push(raw);
             fds.len() - 1
