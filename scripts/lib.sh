@@ -3,6 +3,9 @@
 # Needs $work (a scratch folder) to be set.
 start_relay() {
     cargo build --release --quiet --bin ws-relay
+    # Removed first: the shell truncates it in the background job, and the
+    # wait below must not read a previous relay's address meanwhile.
+    rm -f "$work/relay.out"
     target/release/ws-relay --listen 127.0.0.1:0 "$@" >"$work/relay.out" 2>"$work/relay.log" &
     relay=$!
     trap 'kill $relay 2>/dev/null || true' EXIT

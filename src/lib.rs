@@ -51,7 +51,7 @@ pub use proto::metrics::{render as render_metrics, ProcessInfo, Snapshot};
 pub use proto::relay::Relay;
 pub use proto::shard::{shard_of, Shard};
 pub use proto::state::{ImportError, STATE_VERSION};
-pub use proto::stats::Stats;
+pub use proto::stats::{Stats, TlsFailure};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

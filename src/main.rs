@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info};
-use ws_relay::server::{Server, ServerConfig, StartError, Successor};
+use ws_relay::server::{Server, ServerConfig, StartError, Successor, TlsFiles, TlsListen};
 use ws_relay::token::Verifier;
 use ws_relay::{Capacity, Config, FloodLimits, HandshakeLimits, MessageLimits, Mode, Secret};
 
@@ -38,6 +38,19 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "WS_RELAY_LISTEN", default_value = "127.0.0.1:7927")]
     listen: SocketAddr,
+
+    /// Serve wss:// (and https://) with this certificate chain, in PEM, leaf first. With --tls-key.
+    /// Reloaded from disk on SIGHUP for new connections.
+    #[arg(long, env = "WS_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key, in PEM.
+    #[arg(long, env = "WS_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve TLS on this address, beside the plain --listen. Without it, --listen itself serves TLS.
+    #[arg(long, env = "WS_RELAY_TLS_LISTEN", requires = "tls_cert")]
+    tls_listen: Option<SocketAddr>,
 
     /// Shards: threads, each with its own event loop and core, every room whole on one of them.
     /// Default: the number of cores the process may use.
@@ -370,6 +383,11 @@ fn main() -> ExitCode {
         drain_timeout: args.drain_timeout.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         tokens,
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| TlsListen { listen: args.tls_listen, files: TlsFiles { cert, key } }),
         // Read now: once the file is replaced, /proc/self/exe names a deleted one.
         successor: std::env::current_exe()
             .ok()
@@ -389,6 +407,10 @@ fn main() -> ExitCode {
         Err(StartError::Io(e)) => {
             error!("cannot listen on {} (metrics: {:?}): {e}", config.listen, config.metrics_listen);
             return ExitCode::FAILURE;
+        }
+        Err(e @ StartError::Tls(_)) => {
+            error!("{e}");
+            return ExitCode::from(2);
         }
         Err(e) => {
             error!("{e}; the old process serves on");
@@ -436,6 +458,12 @@ fn main() -> ExitCode {
         info!("operator's port on {metrics}: /metrics, /healthz{}", if api { ", /api/" } else { "" });
         if inherited.is_none() {
             let _ = writeln!(std::io::stdout(), "metrics on {metrics}");
+        }
+    }
+    if let Some(tls) = server.tls_addr() {
+        info!("TLS on {tls}: wss:// and https://");
+        if inherited.is_none() && tls != addr {
+            let _ = writeln!(std::io::stdout(), "tls on {tls}");
         }
     }
     match server.run() {

@@ -10,7 +10,7 @@ use super::action::CloseKind;
 use super::admission::Refusal;
 use super::http::Status;
 use super::state::{ImportError, Reader, Writer};
-use super::stats::Stats;
+use super::stats::{Stats, TlsFailure};
 
 /// Upper bounds of the turn-duration buckets in microseconds: powers of two
 /// from 1 µs to about a second, one `leading_zeros` to place a sample.
@@ -197,6 +197,9 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     let refusals = labelled("cause", Refusal::ALL.iter().map(|&r| (r.label(), stats.admission_refusals(r))));
     let help = "Upgrades admission kept out (closed with 4401 or 4403), by cause.";
     metric("ws_relay_admission_refusals_total", "counter", help, &borrowed(&refusals));
+    let failures = labelled("cause", TlsFailure::ALL.iter().map(|&f| (f.label(), stats.tls_failures(f))));
+    let help = "TLS connections that failed before their request, by cause.";
+    metric("ws_relay_tls_failures_total", "counter", help, &borrowed(&failures));
     let help = "Server API calls on the operator's port, answered or refused.";
     metric("ws_relay_api_requests_total", "counter", help, &[("", stats.api_calls)]);
     metric(

@@ -29,7 +29,7 @@ use super::rate::RateLimiter;
 use super::room::{Rooms, Seat};
 use super::shard::{shard_of, Shard};
 use super::state::{ImportError, Reader, Writer, MAGIC as STATE_MAGIC, STATE_VERSION};
-use super::stats::Stats;
+use super::stats::{Stats, TlsFailure};
 use super::timer::TimerQueue;
 
 /// The whole relay as a state machine: bytes and time in, bytes and actions
@@ -425,6 +425,12 @@ impl Relay {
             self.on_timer(conn, now);
         }
         self.cut_slow_consumers();
+    }
+
+    /// Counts a TLS connection that failed before its request, which only a
+    /// driver that terminates TLS can see (the core gets plaintext alone).
+    pub fn record_tls_failure(&mut self, failure: TlsFailure) {
+        self.stats.count_tls_failure(failure);
     }
 
     /// What the process knows of itself, shown on `/metrics`: its start time

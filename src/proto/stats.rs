@@ -6,6 +6,7 @@ use super::action::{CloseKind, CloseReason};
 use super::admission::Refusal;
 use super::http::Status;
 use super::state::{ImportError, Reader, Writer};
+use super::table::table_enum;
 
 /// Running totals since the core started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +41,29 @@ pub struct Stats {
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
     admission_refusals: [u64; Refusal::COUNT],
+    tls_failures: [u64; TlsFailure::COUNT],
+}
+
+table_enum! {
+    /// Why a TLS connection failed before its request, as its driver reports
+    /// it ([`Relay::record_tls_failure`](crate::Relay::record_tls_failure)):
+    /// the core sees only plaintext, and counts what the driver saw.
+    #[non_exhaustive]
+    pub enum TlsFailure: &'static str {
+        /// The TLS handshake failed: a protocol error, no shared cipher, an alert.
+        Handshake => "handshake",
+        /// The TLS handshake was not done when the handshake timeout fired.
+        Timeout => "timeout",
+        /// Plain HTTP on the TLS port, answered with a plain 400.
+        PlainHttp => "plain_http",
+    }
+}
+
+impl TlsFailure {
+    /// The label of `ws_relay_tls_failures_total`.
+    pub fn label(self) -> &'static str {
+        self.row()
+    }
 }
 
 impl Stats {
@@ -51,6 +75,15 @@ impl Stats {
     /// Upgrades admission kept out for this reason.
     pub fn admission_refusals(&self, refusal: Refusal) -> u64 {
         self.admission_refusals[refusal as usize]
+    }
+
+    /// TLS connections that failed for this reason.
+    pub fn tls_failures(&self, failure: TlsFailure) -> u64 {
+        self.tls_failures[failure as usize]
+    }
+
+    pub(crate) fn count_tls_failure(&mut self, failure: TlsFailure) {
+        self.tls_failures[failure as usize] += 1;
     }
 
     pub(crate) fn count_admission_refusal(&mut self, refusal: Refusal) {
@@ -86,6 +119,7 @@ impl Stats {
             closes,
             refused,
             admission_refusals,
+            tls_failures,
         } = other;
         self.connections += connections;
         self.upgrades += upgrades;
@@ -101,6 +135,7 @@ impl Stats {
         self.resumes += resumes;
         self.sessions_expired += sessions_expired;
         self.admission_refusals.iter_mut().zip(admission_refusals).for_each(|(a, b)| *a += b);
+        self.tls_failures.iter_mut().zip(tls_failures).for_each(|(a, b)| *a += b);
         self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
         self.refused.iter_mut().zip(refused).for_each(|(a, b)| *a += b);
     }
@@ -109,7 +144,7 @@ impl Stats {
         for n in self.scalars() {
             w.u64(n);
         }
-        for counts in [&self.closes[..], &self.refused[..], &self.admission_refusals[..]] {
+        for counts in [&self.closes[..], &self.refused[..], &self.admission_refusals[..], &self.tls_failures[..]] {
             w.len(counts.len());
             counts.iter().for_each(|&n| w.u64(n));
         }
@@ -138,7 +173,8 @@ impl Stats {
             s.resumes,
             s.sessions_expired,
         ] = scalars;
-        for counts in [&mut s.closes[..], &mut s.refused[..], &mut s.admission_refusals[..]] {
+        let tables = [&mut s.closes[..], &mut s.refused[..], &mut s.admission_refusals[..], &mut s.tls_failures[..]];
+        for counts in tables {
             let n = r.index()?;
             for i in 0..n {
                 let value = r.u64()?;

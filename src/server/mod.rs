@@ -9,8 +9,10 @@
 mod listen;
 mod shard;
 mod takeover;
+mod tls;
 
 pub use takeover::Successor;
+pub use tls::TlsFiles;
 
 /// The link to the old process when this one was started to take over from
 /// it (SIGUSR2): the descriptor its environment names.
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::token::Verifier;
@@ -57,8 +59,20 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Checks a token on every upgrade; `None` lets everyone in.
     pub tokens: Option<Verifier>,
+    /// Serve `wss://` with this certificate and key: on `listen` beside the
+    /// plain port, or, with no address of its own, on `listen` in its place.
+    pub tls: Option<TlsListen>,
     /// What SIGUSR2 starts to take the relay over; `None` turns takeovers off.
     pub successor: Option<Successor>,
+}
+
+/// Where and with what the relay serves TLS.
+#[derive(Clone, Debug)]
+pub struct TlsListen {
+    /// Its own address (`--tls-listen`); `None` puts TLS on the public port.
+    pub listen: Option<SocketAddr>,
+    /// The certificate chain and key, read at start and on SIGHUP.
+    pub files: TlsFiles,
 }
 
 /// Why the server cannot start.
@@ -70,6 +84,8 @@ pub enum StartError {
     Io(io::Error),
     /// Taking over from the old process failed; it serves on.
     Takeover(String),
+    /// The TLS certificate or key cannot be used.
+    Tls(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -78,6 +94,7 @@ impl std::fmt::Display for StartError {
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
             Self::Io(e) => e.fmt(f),
             Self::Takeover(e) => write!(f, "takeover: {e}"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -122,13 +139,15 @@ pub struct Server {
     shards: Vec<Shard>,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     takeovers: u64,
 }
 
 /// One shard's sockets and core, before its loop is made.
 struct Seat {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
     relay: Relay,
     restored: Option<Restored>,
 }
@@ -138,13 +157,26 @@ impl Server {
     /// installs the signal handlers.
     pub fn bind(config: ServerConfig) -> Result<Self, StartError> {
         let relays = relays(&config)?;
-        let listeners = listen::bind(config.listen, relays.len())?;
+        let count = relays.len();
+        let (plain, tls) = match &config.tls {
+            None => (Some(config.listen), None),
+            Some(TlsListen { listen: Some(addr), .. }) => (Some(config.listen), Some(*addr)),
+            Some(TlsListen { listen: None, .. }) => (None, Some(config.listen)),
+        };
+        let bind = |addr: Option<SocketAddr>| -> io::Result<Vec<Option<TcpListener>>> {
+            match addr {
+                Some(addr) => Ok(listen::bind(addr, count)?.into_iter().map(Some).collect()),
+                None => Ok((0..count).map(|_| None).collect()),
+            }
+        };
+        let (listeners, tls_listeners) = (bind(plain)?, bind(tls)?);
         let mut metrics_listener = config.metrics_listen.map(TcpListener::bind).transpose()?;
-        let seats = (relays.into_iter().zip(listeners))
+        let seats = (relays.into_iter().zip(listeners).zip(tls_listeners))
             // The operator's port belongs to the first shard.
-            .map(|(relay, listener)| Seat {
+            .map(|((relay, listener), tls_listener)| Seat {
                 listener,
                 metrics_listener: metrics_listener.take(),
+                tls_listener,
                 relay,
                 restored: None,
             })
@@ -200,18 +232,27 @@ impl Server {
                 .get_mut(offset..offset + count)
                 .ok_or_else(|| StartError::Takeover("descriptors missing".into()))?;
             offset += count;
-            let (listener, metrics_listener, restored) =
+            let ([listener, metrics_listener, tls_listener], restored) =
                 Restored::parse(driver, index, mine, now).map_err(StartError::Takeover)?;
-            seats.push(Seat { listener, metrics_listener, relay, restored: Some(restored) });
+            if tls_listener.is_some() != config.tls.is_some() {
+                return Err(StartError::Takeover("the old process and this one differ on TLS".into()));
+            }
+            seats.push(Seat { listener, metrics_listener, tls_listener, relay, restored: Some(restored) });
         }
         Self::assemble(config, seats, takeovers + 1)
     }
 
     fn assemble(config: &ServerConfig, seats: Vec<Seat>, takeovers: u64) -> Result<Self, StartError> {
         let count = seats.len();
-        let addr = seats[0].listener.local_addr()?;
-        let metrics_addr = seats[0].metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-        let mut signals = Some(Signals::new([SIGINT, SIGTERM, SIGUSR2])?);
+        let local = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
+        let tls_addr = local(&seats[0].tls_listener)?;
+        let addr = local(&seats[0].listener)?.or(tls_addr).ok_or_else(|| io::Error::other("no public port"))?;
+        let metrics_addr = local(&seats[0].metrics_listener)?;
+        let tls = match &config.tls {
+            Some(t) => Some((tls::load(&t.files).map_err(StartError::Tls)?, t.files.clone())),
+            None => None,
+        };
+        let mut signals = Some(Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])?);
         let polls = (0..count).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mut inboxes = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -232,6 +273,8 @@ impl Server {
                 poll,
                 listener: seat.listener,
                 metrics_listener: seat.metrics_listener,
+                tls_listener: seat.tls_listener,
+                tls: tls.clone(),
                 // The signals, and with them takeovers, belong to the first shard.
                 signals: signals.take(),
                 relay: seat.relay,
@@ -246,7 +289,7 @@ impl Server {
             }
             shards.push(shard);
         }
-        Ok(Self { shards, addr, metrics_addr, takeovers })
+        Ok(Self { shards, addr, metrics_addr, tls_addr, takeovers })
     }
 
     /// How many takeovers brought the relay to this process.
@@ -257,6 +300,11 @@ impl Server {
     /// The address the listeners are bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address TLS is served on, if it is.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The address of the separate metrics listener, if there is one.

@@ -10,25 +10,30 @@
 //! connection whose output changed or whose socket became writable again.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::SIGUSR2;
+use signal_hook::consts::{SIGHUP, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use rustls::{ServerConfig, ServerConnection};
+
 use super::takeover::Handover;
+use super::tls::{self, TlsFiles};
+use crate::proto::http::{self, Status};
 use crate::proto::state::{Reader, Writer};
 use crate::token::Verifier;
 use crate::{
-    render_metrics, shard_of, Action, ApiReply, ApiRequest, CloseReason, ConnId, ImportError, Listener, Relay, Snapshot,
+    render_metrics, shard_of, Action, ApiReply, ApiRequest, CloseReason, ConnId, HandshakeError, ImportError, Listener,
+    Relay, Snapshot, TlsFailure,
 };
 
 /// Special tokens sit at the top of the range, where slots never reach.
@@ -36,6 +41,18 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const METRICS_LISTENER: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
+
+/// The listening sockets a shard accepts on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// The public port, plain.
+    Public,
+    /// The operator's port.
+    Admin,
+    /// The public port over TLS: the same service, which the core sees in plaintext.
+    Tls,
+}
 
 /// Bytes read from one socket per loop turn before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
@@ -62,7 +79,14 @@ const IDLE: Duration = Duration::from_secs(1);
 /// changes hands once, `/metrics` is gathered once per scrape.
 pub(super) enum Command {
     /// Serve this connection: its room is yours. `bytes` is all it sent.
-    Adopt { from: ConnId, stream: TcpStream, listener: Listener, peer: Option<SocketAddr>, bytes: Vec<u8> },
+    Adopt {
+        from: ConnId,
+        stream: TcpStream,
+        listener: Listener,
+        peer: Option<SocketAddr>,
+        tls: Option<Box<ServerConnection>>,
+        bytes: Vec<u8>,
+    },
     /// Send shard `from` a snapshot of your counters for its scrape on `conn`.
     Snapshot { from: usize, conn: ConnId },
     /// Your snapshot for the scrape on `conn`.
@@ -81,6 +105,8 @@ pub(super) enum Command {
     Export { reply: Sender<Result<Exported, String>> },
     /// The takeover failed: serve on.
     Thaw,
+    /// New TLS clients get this configuration (the certificate was reloaded).
+    TlsConfig(Arc<ServerConfig>),
 }
 
 /// One shard's part of a takeover.
@@ -133,6 +159,9 @@ struct Client {
     closing: Option<Instant>,
     /// Bytes read and thrown away since the core closed it.
     discarded: usize,
+    /// Its TLS session, when it came in on the TLS port: what is read goes
+    /// through it to the core, what the core has for it goes through it out.
+    tls: Option<Box<ServerConnection>>,
 }
 
 /// A socket the core is done with and that has had all its bytes: its write
@@ -169,7 +198,7 @@ impl Restored {
         shard: usize,
         fds: &mut [Option<OwnedFd>],
         now: Instant,
-    ) -> Result<(TcpListener, Option<TcpListener>, Self), String> {
+    ) -> Result<([Option<TcpListener>; 3], Self), String> {
         let bad = |e: ImportError| format!("the driver's state of shard {shard}: {e}");
         let mut r = Reader::new(driver, now, shard as u16);
         let mut take = |i: usize| -> Result<OwnedFd, String> {
@@ -177,13 +206,13 @@ impl Restored {
                 .and_then(Option::take)
                 .ok_or_else(|| format!("shard {shard}: descriptor {i} missing or used twice"))
         };
-        let listener = r.opt(Reader::index).map_err(bad)?.ok_or("a shard without its listener")?;
-        let listener = take(listener)?;
-        let metrics = r.opt(Reader::index).map_err(bad)?;
-        let metrics_listener = match metrics {
-            Some(i) => Some(tcp_listener(take(i)?)),
-            None => None,
-        };
+        // The public port, the operator's, and the TLS port, each if it was there.
+        let mut listeners = [None, None, None];
+        for listener in &mut listeners {
+            if let Some(i) = r.opt(Reader::index).map_err(bad)? {
+                *listener = Some(tcp_listener(take(i)?));
+            }
+        }
         let mut clients = Vec::new();
         for _ in 0..r.len().map_err(bad)? {
             let fd = take(r.index().map_err(bad)?)?;
@@ -205,7 +234,7 @@ impl Restored {
         if !r.is_empty() {
             return Err(format!("the driver's state of shard {shard} has bytes after its end"));
         }
-        Ok((tcp_listener(listener), metrics_listener, Self { clients, lingering }))
+        Ok((listeners, Self { clients, lingering }))
     }
 }
 
@@ -227,6 +256,13 @@ pub(super) struct Shard {
     listener: Option<TcpListener>,
     /// The operator's port: the first shard's alone.
     metrics_listener: Option<TcpListener>,
+    /// The public port over TLS, with the configuration new TLS clients get.
+    tls_listener: Option<TcpListener>,
+    tls_config: Option<Arc<ServerConfig>>,
+    /// Where the certificate and key are read from again on SIGHUP.
+    tls_files: Option<TlsFiles>,
+    /// Plaintext out of a TLS session, on its way to the core.
+    plain: Box<[u8]>,
     /// SIGINT and SIGTERM: the first shard's alone, which tells the others.
     signals: Option<Signals>,
     relay: Relay,
@@ -274,8 +310,10 @@ pub(super) struct Shard {
 pub(super) struct Parts {
     pub(super) index: usize,
     pub(super) poll: Poll,
-    pub(super) listener: TcpListener,
+    pub(super) listener: Option<TcpListener>,
     pub(super) metrics_listener: Option<TcpListener>,
+    pub(super) tls_listener: Option<TcpListener>,
+    pub(super) tls: Option<(Arc<ServerConfig>, TlsFiles)>,
     pub(super) signals: Option<Signals>,
     pub(super) relay: Relay,
     pub(super) mailboxes: Arc<[Mailbox]>,
@@ -315,6 +353,8 @@ impl Shard {
             poll,
             mut listener,
             mut metrics_listener,
+            mut tls_listener,
+            tls,
             mut signals,
             relay,
             mailboxes,
@@ -323,10 +363,14 @@ impl Shard {
             verifier,
             handover,
         } = parts;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        if let Some(l) = &mut metrics_listener {
-            poll.registry().register(l, METRICS_LISTENER, Interest::READABLE)?;
+        for (l, token) in
+            [(&mut listener, LISTENER), (&mut metrics_listener, METRICS_LISTENER), (&mut tls_listener, TLS_LISTENER)]
+        {
+            if let Some(l) = l {
+                poll.registry().register(l, token, Interest::READABLE)?;
+            }
         }
+        let (tls_config, tls_files) = tls.map_or((None, None), |(config, files)| (Some(config), Some(files)));
         if let Some(s) = &mut signals {
             poll.registry().register(s, SIGNALS, Interest::READABLE)?;
         }
@@ -334,8 +378,12 @@ impl Shard {
         Ok(Self {
             index,
             poll,
-            listener: Some(listener),
+            listener,
             metrics_listener,
+            tls_listener,
+            tls_config,
+            tls_files,
+            plain: vec![0; 64 * 1024].into_boxed_slice(),
             signals,
             relay,
             mailboxes,
@@ -382,8 +430,9 @@ impl Shard {
                     // Frozen for a takeover: the sockets' news waits, and is
                     // looked at again in full if the shard thaws.
                     _ if self.frozen => {}
-                    LISTENER => self.accept(Listener::Public, now),
-                    METRICS_LISTENER => self.accept(Listener::Admin, now),
+                    LISTENER => self.accept(Port::Public, now),
+                    METRICS_LISTENER => self.accept(Port::Admin, now),
+                    TLS_LISTENER => self.accept(Port::Tls, now),
                     SIGNALS => self.signals(),
                     Token(t) if t >= LINGER_BASE => self.discard(t - LINGER_BASE),
                     Token(slot) => {
@@ -403,8 +452,9 @@ impl Shard {
                 continue;
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
-                self.accept(Listener::Public, now);
-                self.accept(Listener::Admin, now);
+                self.accept(Port::Public, now);
+                self.accept(Port::Admin, now);
+                self.accept(Port::Tls, now);
             }
             std::mem::swap(&mut self.to_read, &mut self.working);
             for i in 0..self.working.len() {
@@ -435,6 +485,10 @@ impl Shard {
         let Some(signals) = self.signals.as_mut() else { return };
         let pending: Vec<i32> = signals.pending().collect();
         for signal in pending {
+            if signal == SIGHUP {
+                self.reload_tls();
+                continue;
+            }
             if signal == SIGUSR2 {
                 match (&self.handover, self.drain_deadline) {
                     (Some(handover), None) => handover.start(),
@@ -451,6 +505,25 @@ impl Shard {
             for shard in 0..self.mailboxes.len() {
                 self.send(shard, Command::Shutdown);
             }
+        }
+    }
+
+    /// SIGHUP: the certificate and key again from their files, for every
+    /// shard's new TLS clients; live ones keep the session they have. A file
+    /// that cannot be used leaves the current certificate in place.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.tls_files else {
+            info!("SIGHUP: no TLS certificate to reload");
+            return;
+        };
+        match tls::load(files) {
+            Ok(config) => {
+                info!("SIGHUP: TLS certificate reloaded from {}", files.cert.display());
+                for m in self.mailboxes.iter() {
+                    m.send(Command::TlsConfig(config.clone()));
+                }
+            }
+            Err(e) => error!("SIGHUP: keeping the current TLS certificate: {e}"),
         }
     }
 
@@ -483,11 +556,12 @@ impl Shard {
         self.apply();
     }
 
-    fn accept(&mut self, which: Listener, now: Instant) {
+    fn accept(&mut self, port: Port, now: Instant) {
         loop {
-            let listener = match which {
-                Listener::Public => &self.listener,
-                _ => &self.metrics_listener,
+            let listener = match port {
+                Port::Public => &self.listener,
+                Port::Admin => &self.metrics_listener,
+                Port::Tls => &self.tls_listener,
             };
             let Some(listener) = listener else {
                 return;
@@ -514,9 +588,23 @@ impl Shard {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!("{addr}: TCP_NODELAY: {e}");
             }
+            let tls = match (port, &self.tls_config) {
+                (Port::Tls, Some(config)) => match ServerConnection::new(config.clone()) {
+                    Ok(mut session) => {
+                        session.set_buffer_limit(Some(tls::BUFFER_LIMIT));
+                        Some(Box::new(session))
+                    }
+                    Err(e) => {
+                        warn!("{addr}: TLS session: {e}");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let which = if port == Port::Admin { Listener::Admin } else { Listener::Public };
             let conn = self.relay.handle_connect_on(which, Some(addr), now);
-            debug!("{conn} connected from {addr}");
-            self.adopt(conn, stream, which, Some(addr), now);
+            debug!("{conn} connected from {addr}{}", if tls.is_some() { " (TLS)" } else { "" });
+            self.adopt(conn, stream, which, Some(addr), tls, now);
             self.apply();
         }
     }
@@ -528,6 +616,7 @@ impl Shard {
         mut stream: TcpStream,
         listener: Listener,
         peer: Option<SocketAddr>,
+        tls: Option<Box<ServerConnection>>,
         now: Instant,
     ) {
         let slot = conn.index();
@@ -550,6 +639,7 @@ impl Shard {
             flush_queued: false,
             closing: None,
             discarded: 0,
+            tls,
         };
         let previous = self.clients[slot].replace(client);
         assert!(previous.is_none(), "the core reuses a slot only after the driver let its socket go");
@@ -559,11 +649,15 @@ impl Shard {
     fn read_mailbox(&mut self, now: Instant) {
         while let Ok(command) = self.inbox.try_recv() {
             match command {
-                Command::Adopt { from, stream, listener, peer, bytes } => {
+                Command::Adopt { from, stream, listener, peer, tls, bytes } => {
                     let conn = self.relay.handle_handoff(listener, peer, now);
                     // Ties the connection's two names together in the log.
                     debug!("{conn} is {from}, handed over");
-                    self.adopt(conn, stream, listener, peer, now);
+                    let tls_pending = tls.as_ref().is_some_and(|t| t.wants_write());
+                    self.adopt(conn, stream, listener, peer, tls, now);
+                    if tls_pending {
+                        self.mark_flush(conn.index());
+                    }
                     // Bytes that came after these are still in the socket, and registering
                     // it reported them: they are read in this turn, after these.
                     self.relay.handle_read(conn, &bytes, now);
@@ -603,6 +697,7 @@ impl Shard {
                     self.wait_for_thaw(now);
                 }
                 Command::Thaw => self.thaw(now),
+                Command::TlsConfig(config) => self.tls_config = Some(config),
             }
             self.apply();
         }
@@ -641,8 +736,9 @@ impl Shard {
         }
         let keys: Vec<usize> = self.lingering.iter().map(|(k, _)| k).collect();
         keys.into_iter().for_each(|k| self.discard(k));
-        self.accept(Listener::Public, now);
-        self.accept(Listener::Admin, now);
+        self.accept(Port::Public, now);
+        self.accept(Port::Admin, now);
+        self.accept(Port::Tls, now);
         self.signals();
         info!("shard {}: serving again", self.index);
     }
@@ -651,14 +747,27 @@ impl Shard {
     /// the listeners, each client's socket with what the driver knows of it,
     /// the lingering sockets — with the descriptors in the order it numbers them.
     fn export(&mut self, now: Instant) -> Exported {
+        // A TLS session cannot leave this process (rustls exports no live
+        // session), so TLS clients end here as if their line dropped: a
+        // resumable session keeps its seat for its client to take back from
+        // the new process.
+        for slot in 0..self.clients.len() {
+            if self.clients[slot].as_ref().is_some_and(|c| c.tls.is_some()) {
+                if let Some(conn) = self.remove(slot) {
+                    self.relay.handle_close(conn, now);
+                }
+            }
+        }
+        self.apply();
         let mut fds = Vec::new();
         let mut w = Writer::with_capacity(now, 0);
         let mut fd = |raw: RawFd| {
             fds.push(raw);
             fds.len() - 1
         };
-        w.opt(self.listener.as_ref().map(|l| fd(l.as_raw_fd())), Writer::len);
-        w.opt(self.metrics_listener.as_ref().map(|l| fd(l.as_raw_fd())), Writer::len);
+        for listener in [&self.listener, &self.metrics_listener, &self.tls_listener] {
+            w.opt(listener.as_ref().map(|l| fd(l.as_raw_fd())), Writer::len);
+        }
         let clients: Vec<&Client> = self.clients.iter().flatten().collect();
         w.len(clients.len());
         for c in &clients {
@@ -685,7 +794,7 @@ impl Shard {
     /// wrote them, after the core imported its state.
     pub(super) fn restore(&mut self, restored: Restored, now: Instant) -> io::Result<()> {
         for (conn, stream, c) in restored.clients {
-            self.adopt(conn, stream, c.listener, c.peer, now);
+            self.adopt(conn, stream, c.listener, c.peer, None, now);
             let Some(Some(client)) = self.clients.get_mut(conn.index()) else {
                 return Err(io::Error::other(format!("{conn}: could not register its socket")));
             };
@@ -785,6 +894,10 @@ impl Shard {
                     self.relay.handle_close(conn, now);
                     return self.apply();
                 }
+            } else if client.tls.is_some() {
+                if !self.feed_tls(slot, n, now) {
+                    return;
+                }
             } else {
                 self.relay.handle_read(conn, &self.buf[..n], now);
                 self.apply();
@@ -801,6 +914,87 @@ impl Shard {
                 return;
             }
         }
+    }
+
+    /// Hands the `n` bytes read into `buf` from the TLS client at `slot` to
+    /// its session and the plaintext that comes out to the core. False if
+    /// the client is gone (a TLS error, or plain HTTP on the TLS port).
+    fn feed_tls(&mut self, slot: usize, n: usize, now: Instant) -> bool {
+        let buf = std::mem::take(&mut self.buf);
+        let mut input = &buf[..n];
+        let mut alive = true;
+        while alive && !input.is_empty() {
+            let Some(Some(client)) = self.clients.get_mut(slot) else { break };
+            let conn = client.conn;
+            let tls = client.tls.as_mut().expect("only a TLS client is fed to TLS");
+            if tls.is_handshaking() && tls::looks_like_http(input) {
+                // Someone typed http:// for https://: a plain answer they can read beats an alert.
+                let mut answer = Vec::new();
+                http::text_response(
+                    Status::BadRequest,
+                    "this port speaks TLS: use https:// or wss://",
+                    false,
+                    &mut answer,
+                );
+                let _ = client.stream.write(&answer);
+                self.relay.record_tls_failure(TlsFailure::PlainHttp);
+                alive = false;
+                break;
+            }
+            if let Err(e) = tls.read_tls(&mut input) {
+                debug!("{conn} TLS read: {e}");
+                alive = false;
+                break;
+            }
+            let state = match tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    debug!("{conn} TLS: {e}");
+                    if tls.is_handshaking() {
+                        self.relay.record_tls_failure(TlsFailure::Handshake);
+                    }
+                    // The alert that says why, if the socket takes it.
+                    let _ = tls.write_tls(&mut client.stream);
+                    alive = false;
+                    break;
+                }
+            };
+            let mut plain = state.plaintext_bytes_to_read();
+            while plain > 0 {
+                let Some(Some(client)) = self.clients.get_mut(slot) else { break };
+                let tls = client.tls.as_mut().expect("a TLS client");
+                let k = match tls.reader().read(&mut self.plain) {
+                    Ok(k) if k > 0 => k,
+                    _ => break,
+                };
+                plain -= k.min(plain);
+                self.relay.handle_read(conn, &self.plain[..k], now);
+                self.apply();
+            }
+            if state.peer_has_closed() {
+                // close_notify: the client's end of stream, as a FIN is on a plain socket.
+                if let Some(Some(client)) = self.clients.get_mut(slot) {
+                    client.eof = true;
+                    client.read_closed = true;
+                }
+                self.relay.handle_eof(conn, now);
+                self.apply();
+                break;
+            }
+        }
+        self.buf = buf;
+        if !alive {
+            if let Some(conn) = self.remove(slot) {
+                self.relay.handle_close(conn, now);
+                self.apply();
+            }
+            return false;
+        }
+        // The handshake's next flight, or records the core's bytes became.
+        if matches!(self.clients.get(slot), Some(Some(c)) if c.tls.as_ref().is_some_and(|t| t.wants_write())) {
+            self.mark_flush(slot);
+        }
+        matches!(self.clients.get(slot), Some(Some(c)) if !c.eof)
     }
 
     /// Reads and throws away what a lingering socket's client still sends,
@@ -827,8 +1021,8 @@ impl Shard {
                         continue;
                     };
                     let _ = self.poll.registry().deregister(&mut client.stream);
-                    let (stream, listener, peer) = (client.stream, client.listener, client.peer);
-                    self.send(shard, Command::Adopt { from: conn, stream, listener, peer, bytes });
+                    let Client { stream, listener, peer, tls, .. } = client;
+                    self.send(shard, Command::Adopt { from: conn, stream, listener, peer, tls, bytes });
                 }
                 Action::Metrics { conn } => {
                     let missing = self.mailboxes.len() - 1;
@@ -861,6 +1055,11 @@ impl Shard {
                 }
                 Action::Close { conn, reason } => {
                     let Some(slot) = self.slot_of(conn) else { continue };
+                    let handshaking =
+                        self.clients[slot].as_ref().and_then(|c| c.tls.as_ref()).is_some_and(|t| t.is_handshaking());
+                    if handshaking && reason == CloseReason::Handshake(HandshakeError::Timeout) {
+                        self.relay.record_tls_failure(TlsFailure::Timeout);
+                    }
                     if reason == CloseReason::SlowConsumer {
                         // It is not reading: nothing queued for it would get through.
                         self.remove(slot);
@@ -917,15 +1116,20 @@ impl Shard {
     #[inline]
     fn write(&mut self, slot: usize, now: Instant, failed: &mut Vec<usize>) {
         let Some(Some(client)) = self.clients.get_mut(slot) else { return };
-        match self.relay.write_to(client.conn, &mut client.stream) {
-            Ok(_) => {}
+        let written = match &mut client.tls {
+            None => self.relay.write_to(client.conn, &mut client.stream).map(|_| ()),
+            Some(tls) => write_tls(&mut self.relay, client.conn, tls, &mut client.stream),
+        };
+        match written {
+            Ok(()) => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(e) => {
                 debug!("{} write error: {e}", client.conn);
                 return failed.push(slot);
             }
         }
-        if client.closing.is_some() && self.relay.pending(client.conn).is_empty() {
+        let tls_done = client.tls.as_ref().is_none_or(|t| !t.wants_write());
+        if client.closing.is_some() && self.relay.pending(client.conn).is_empty() && tls_done {
             self.finish_off(slot, now);
         }
     }
@@ -934,7 +1138,12 @@ impl Shard {
     /// and its socket lingers until the client's own FIN.
     fn finish_off(&mut self, slot: usize, now: Instant) {
         let Some(client) = self.clients.get_mut(slot).and_then(Option::take) else { return };
-        let Client { mut stream, eof, discarded, .. } = client;
+        let Client { mut stream, eof, discarded, tls, .. } = client;
+        if let Some(mut tls) = tls {
+            // close_notify, so the client knows the stream ended here and was not cut.
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut stream);
+        }
         let _ = stream.shutdown(Shutdown::Write);
         self.left_since_trim = true;
         if eof {
@@ -1024,6 +1233,22 @@ impl Shard {
     /// The slot of `conn`'s socket, while the socket is `conn`'s.
     fn slot_of(&self, conn: ConnId) -> Option<usize> {
         matches!(self.clients.get(conn.index()), Some(Some(c)) if c.conn == conn).then_some(conn.index())
+    }
+}
+
+/// Moves what the core holds for `conn` into its TLS session, as much as the
+/// session's bounded buffer takes (the rest stays in the core, under its
+/// output bound), and the session's records to the socket, until either
+/// runs dry or the socket is full.
+fn write_tls(relay: &mut Relay, conn: ConnId, tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
+    loop {
+        let took = relay.write_to(conn, &mut tls.writer())?;
+        while tls.wants_write() {
+            tls.write_tls(stream)?;
+        }
+        if took == 0 || relay.pending(conn).is_empty() {
+            return Ok(());
+        }
     }
 }
 

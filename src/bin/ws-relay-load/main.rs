@@ -4,6 +4,7 @@
 
 mod fleet;
 mod report;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -124,6 +125,24 @@ struct Args {
     /// The relay's process id, to report its CPU time and memory.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// A process in front of the relay (a TLS-terminating proxy's worker,
+    /// say); repeat for several. Their CPU time is reported as the proxy's,
+    /// and with the relay's as the server side's CPU per delivery.
+    #[arg(long)]
+    proxy_pid: Vec<u32>,
+    /// Connect every client over TLS (wss://), with rustls (ring), TLS 1.3
+    /// or 1.2, ALPN http/1.1. Not with soak or takeover (TLS sessions end at
+    /// a takeover by design).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the PEM certificates to trust, CAs or the relay's own
+    /// certificate (a self-signed test certificate, say, trusted as it is).
+    /// Default: $SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, requires = "tls")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls: the name sent as SNI and checked against the certificate.
+    #[arg(long, default_value = "localhost", requires = "tls")]
+    tls_server_name: String,
     /// Print one JSON object per result on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -176,6 +195,14 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let mut fleet = Fleet::new(args.addr, args.prefix.clone()).map_err(|e| e.to_string())?;
+    if args.tls {
+        if matches!(args.mode, Mode::Soak | Mode::Takeover) {
+            return Err("--tls: not with soak (its misbehaving clients and /metrics speak plain TCP) or takeover \
+                        (TLS sessions cannot move to a new process)"
+                .into());
+        }
+        fleet = fleet.with_tls(tls::TlsClient::new(args.tls_ca.as_deref(), &args.tls_server_name)?);
+    }
     if let Some(path) = &args.token_secret_file {
         let mut secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if secret.last() == Some(&b'\n') {
@@ -247,23 +274,27 @@ fn run(args: &Args) -> Result<(), String> {
         }
         Mode::Churn => {
             fleet.join_rooms(1, args.watchers)?;
-            let relay_cpu = cpu_seconds(args.relay_pid);
+            let relay_cpu = relay_cpu_seconds(args.relay_pid);
+            let proxy_cpu = proxy_cpu_seconds(&args.proxy_pid);
             let tool_cpu = cpu_seconds(None);
             let cycles = fleet.churn(args.concurrency, args.duration)?;
             let rate = cycles as f64 / args.duration.as_secs_f64();
-            let relay = delta(cpu_seconds(args.relay_pid), relay_cpu);
+            let relay = delta(relay_cpu_seconds(args.relay_pid), relay_cpu);
+            let proxy = delta(proxy_cpu_seconds(&args.proxy_pid), proxy_cpu);
             let tool = delta(cpu_seconds(None), tool_cpu);
             if args.json {
                 println!(
-                    "{{\"mode\":\"churn\",\"cycles\":{cycles},\"cycles_per_s\":{rate:.1},\"relay_cpu_s\":{},\"tool_cpu_s\":{}}}",
+                    "{{\"mode\":\"churn\",\"cycles\":{cycles},\"cycles_per_s\":{rate:.1},\"relay_cpu_s\":{},\"proxy_cpu_s\":{},\"tool_cpu_s\":{}}}",
                     opt(relay),
+                    opt(proxy),
                     opt(tool)
                 );
             } else {
                 println!(
-                    "churn: {cycles} cycles in {:?}: {rate:.0} cycles/s; relay CPU {} s, tool CPU {} s",
+                    "churn: {cycles} cycles in {:?}: {rate:.0} cycles/s; relay CPU {} s,{} tool CPU {} s",
                     args.duration,
                     opt(relay),
+                    proxy.map_or(String::new(), |p| format!(" proxy CPU {p} s,")),
                     opt(tool)
                 );
             }
@@ -378,12 +409,28 @@ fn run(args: &Args) -> Result<(), String> {
 
 fn measure(fleet: &mut Fleet, args: &Args, rate: f64) -> Result<Step, String> {
     let plan = Plan { rate, size: args.size, warmup: args.warmup, duration: args.duration };
-    let relay_cpu = cpu_seconds(args.relay_pid);
+    let relay_cpu = relay_cpu_seconds(args.relay_pid);
+    let proxy_cpu = proxy_cpu_seconds(&args.proxy_pid);
     let tool_cpu = cpu_seconds(None);
     let mut step = fleet.run(&plan)?;
-    step.relay_cpu_s = delta(cpu_seconds(args.relay_pid), relay_cpu);
+    step.relay_cpu_s = delta(relay_cpu_seconds(args.relay_pid), relay_cpu);
+    step.proxy_cpu_s = delta(proxy_cpu_seconds(&args.proxy_pid), proxy_cpu);
     step.tool_cpu_s = delta(cpu_seconds(None), tool_cpu);
     Ok(step)
+}
+
+/// The relay's CPU time, if its pid was given (`cpu_seconds(None)` would be this tool's own).
+fn relay_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    cpu_seconds(Some(pid?))
+}
+
+/// The CPU time of the processes in front of the relay, summed; `None` if
+/// there are none or one has gone.
+fn proxy_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_seconds(Some(p))).sum()
 }
 
 fn delta(after: Option<f64>, before: Option<f64>) -> Option<f64> {

@@ -24,6 +24,8 @@ pub struct Step {
     pub seconds: f64,
     /// CPU time of the relay over the whole run, if its pid was given.
     pub relay_cpu_s: Option<f64>,
+    /// CPU time of the processes in front of it (`--proxy-pid`), if any.
+    pub proxy_cpu_s: Option<f64>,
     /// CPU time of this tool over the whole run.
     pub tool_cpu_s: Option<f64>,
     /// Wall time of the whole run (warmup, window, grace) in seconds.
@@ -46,14 +48,22 @@ impl Step {
         (self.delivered_total > 0).then(|| cpu * 1e6 / self.delivered_total as f64)
     }
 
+    /// Relay and proxy CPU microseconds per delivered message: the server
+    /// side's cost, whichever process terminates TLS.
+    fn server_us_per_delivery(&self) -> Option<f64> {
+        let cpu = self.relay_cpu_s? + self.proxy_cpu_s.unwrap_or(0.0);
+        (self.delivered_total > 0).then(|| cpu * 1e6 / self.delivered_total as f64)
+    }
+
     /// Prints the step as text or as one JSON line.
     pub fn print(&self, json: bool, label: &str) {
         let per_s = self.delivered as f64 / self.seconds;
         let cpu_per = self.relay_us_per_delivery();
+        let server_per = self.server_us_per_delivery();
         let tool_share = self.tool_cpu_s.map(|c| 100.0 * c / self.wall_s);
         if json {
             println!(
-                "{{\"mode\":\"{label}\",\"rate_hz\":{:.2},\"clients\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"deliveries_per_s\":{per_s:.0},\"loss\":{:.6},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_s\":{},\"relay_us_per_delivery\":{},\"tool_cpu_s\":{},\"tool_cpu_percent\":{}}}",
+                "{{\"mode\":\"{label}\",\"rate_hz\":{:.2},\"clients\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"deliveries_per_s\":{per_s:.0},\"loss\":{:.6},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_s\":{},\"relay_us_per_delivery\":{},\"proxy_cpu_s\":{},\"server_us_per_delivery\":{},\"tool_cpu_s\":{},\"tool_cpu_percent\":{}}}",
                 self.rate,
                 self.clients,
                 self.sent,
@@ -66,12 +76,14 @@ impl Step {
                 self.latency.max() as f64 / 1000.0,
                 json_num(self.relay_cpu_s),
                 json_num(cpu_per),
+                json_num(self.proxy_cpu_s),
+                json_num(server_per),
                 json_num(self.tool_cpu_s),
                 json_num(tool_share),
             );
         } else {
             println!(
-                "{label}: {} clients × {:.1} Hz: {} of {} delivered ({per_s:.0}/s, loss {:.3}%), latency p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms max {:.3} ms; relay {} µs CPU/delivery; tool CPU {}%",
+                "{label}: {} clients × {:.1} Hz: {} of {} delivered ({per_s:.0}/s, loss {:.3}%), latency p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms max {:.3} ms; relay {} µs CPU/delivery{}; tool CPU {}%",
                 self.clients,
                 self.rate,
                 self.delivered,
@@ -82,6 +94,10 @@ impl Step {
                 self.ms(0.999),
                 self.latency.max() as f64 / 1000.0,
                 cpu_per.map_or("?".into(), |v| format!("{v:.2}")),
+                match (self.proxy_cpu_s, server_per) {
+                    (Some(_), Some(v)) => format!(", with the proxy {v:.2}"),
+                    _ => String::new(),
+                },
                 tool_share.map_or("?".into(), |v| format!("{v:.0}")),
             );
         }

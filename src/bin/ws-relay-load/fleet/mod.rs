@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
 use slab::Slab;
 use ws_relay::client::{masked_frame, upgrade_request};
 use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::Step;
+use crate::tls::{self, TlsClient};
 
 pub mod soak;
 pub mod takeover;
@@ -69,6 +71,10 @@ enum State {
 
 struct Client {
     stream: TcpStream,
+    /// Its TLS session with `--tls`: what it reads goes through it into
+    /// `inbuf`, and `out` goes through it to the socket. Everything else
+    /// about a client is the same either way.
+    tls: Option<Box<ClientConnection>>,
     state: State,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -124,6 +130,11 @@ pub struct Fleet {
     latency: Histogram<u64>,
     dirty: Vec<usize>,
     token: Option<String>,
+    tls: Option<TlsClient>,
+    /// A TLS failure was printed: the first says why, the rest would repeat it.
+    tls_failure_said: bool,
+    /// The first finished handshake's version and suite, for the report.
+    tls_described: bool,
 }
 
 impl Fleet {
@@ -141,7 +152,16 @@ impl Fleet {
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
             dirty: Vec::new(),
             token: None,
+            tls: None,
+            tls_failure_said: false,
+            tls_described: false,
         })
+    }
+
+    /// Every client from now on connects over TLS with `tls`.
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Every upgrade from now on offers `token` the way ws-relay.js does, in
@@ -165,6 +185,10 @@ impl Fleet {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut stream = TcpStream::from_std(stream);
+        let tls = match &self.tls {
+            Some(t) => Some(Box::new(t.session()?)),
+            None => None,
+        };
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         self.poll
@@ -181,6 +205,7 @@ impl Fleet {
         let out = if upgrade { request } else { Vec::new() };
         entry.insert(Client {
             stream,
+            tls,
             state: State::Upgrading,
             inbuf: Vec::new(),
             out,
@@ -298,6 +323,7 @@ impl Fleet {
                     latency: self.latency.clone(),
                     seconds,
                     relay_cpu_s: None,
+                    proxy_cpu_s: None,
                     tool_cpu_s: None,
                     wall_s: start.elapsed().as_secs_f64(),
                 });
@@ -331,30 +357,17 @@ impl Fleet {
     /// relay is idle but for it. Returns the times in microseconds.
     pub fn connect_latency(&self, connections: usize, rooms: usize) -> Result<Histogram<u64>, String> {
         let mut times = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-        let mut buf = [0u8; 4096];
         for i in 0..connections {
             let request = upgrade_request(&format!("{}{}", self.prefix, i % rooms.max(1)), &self.addr.to_string());
             let started = Instant::now();
-            let mut stream =
-                std::net::TcpStream::connect(self.addr).map_err(|e| format!("connect {}: {e}", self.addr))?;
+            let stream = std::net::TcpStream::connect(self.addr).map_err(|e| format!("connect {}: {e}", self.addr))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            stream.write_all(&request).map_err(|e| e.to_string())?;
-            let mut head = Vec::new();
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("the relay closed a connection before its 101".into());
-                }
-                head.extend_from_slice(&buf[..n]);
-            }
-            let took = started.elapsed();
-            if !head.starts_with(b"HTTP/1.1 101 ") {
-                return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&head)));
-            }
+            // Over TLS the time includes the handshake, as a browser's would.
+            let took = match &self.tls {
+                None => upgrade_once(stream, &request, started)?,
+                Some(t) => upgrade_once(rustls::StreamOwned::new(t.session()?, stream), &request, started)?,
+            };
             let _ = times.record((took.as_micros() as u64).max(1));
-            let mut bye = Vec::new();
-            masked_frame(&mut bye, true, OpCode::Close, &1000u16.to_be_bytes(), [0; 4]);
-            let _ = stream.write_all(&bye);
         }
         Ok(times)
     }
@@ -429,7 +442,29 @@ impl Fleet {
                 Ok(0) => return self.close(key),
                 Ok(n) => {
                     let now_us = self.epoch.elapsed().as_micros() as u64;
-                    c.inbuf.extend_from_slice(&self.buf[..n]);
+                    match &mut c.tls {
+                        None => c.inbuf.extend_from_slice(&self.buf[..n]),
+                        Some(session) => {
+                            if let Err(e) = tls::receive(session, &self.buf[..n], &mut c.inbuf) {
+                                if c.behaviour == Behaviour::Good
+                                    && !std::mem::replace(&mut self.tls_failure_said, true)
+                                {
+                                    let why = self.tls.as_ref().map_or_else(|| e.to_string(), |t| t.explain(&e));
+                                    eprintln!("TLS: {why}");
+                                }
+                                // The alert that says why, if the socket takes it.
+                                let _ = session.write_tls(&mut c.stream);
+                                return self.close(key);
+                            }
+                            if session.wants_write() {
+                                // The handshake's next flight, or a key update's answer.
+                                self.dirty.push(key);
+                            }
+                            if !session.is_handshaking() && !std::mem::replace(&mut self.tls_described, true) {
+                                eprintln!("TLS: {}", tls::describe(session));
+                            }
+                        }
+                    }
                     c.read_total += n;
                     if let Some(budget) = &mut c.read_budget {
                         *budget -= n;
@@ -535,7 +570,17 @@ impl Fleet {
             let mut c = self.clients.remove(key);
             let mut bye = Vec::new();
             masked_frame(&mut bye, true, OpCode::Close, &1000u16.to_be_bytes(), [0; 4]);
-            let _ = c.stream.write(&bye);
+            match &mut c.tls {
+                None => {
+                    let _ = c.stream.write(&bye);
+                }
+                Some(session) => {
+                    // The close frame and close_notify in one write, as best it can.
+                    let _ = session.writer().write_all(&bye);
+                    session.send_close_notify();
+                    let _ = session.write_tls(&mut c.stream);
+                }
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             return;
         }
@@ -547,6 +592,22 @@ impl Fleet {
         for key in std::mem::take(&mut self.dirty) {
             let Some(c) = self.clients.get_mut(key) else { continue };
             let end = c.hold.unwrap_or(c.out.len());
+            if let Some(session) = &mut c.tls {
+                if c.state == State::Closed {
+                    continue;
+                }
+                match tls::send(session, &c.out[c.written.min(end)..end], &mut c.stream) {
+                    Ok(n) => {
+                        c.written += n;
+                        if c.written == c.out.len() {
+                            c.out.clear();
+                            c.written = 0;
+                        }
+                    }
+                    Err(_) => c.state = State::Closed,
+                }
+                continue;
+            }
             if c.state == State::Closed || c.written >= end {
                 continue;
             }
@@ -563,6 +624,31 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Sends the upgrade `request` on a blocking `stream` and reads the answer's
+/// head; the time from `started` to its end, then a close frame.
+fn upgrade_once(mut stream: impl Read + Write, request: &[u8], started: Instant) -> Result<Duration, String> {
+    let mut buf = [0u8; 4096];
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    stream.flush().map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the relay closed a connection before its 101".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let took = started.elapsed();
+    if !head.starts_with(b"HTTP/1.1 101 ") {
+        return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&head)));
+    }
+    let mut bye = Vec::new();
+    masked_frame(&mut bye, true, OpCode::Close, &1000u16.to_be_bytes(), [0; 4]);
+    let _ = stream.write_all(&bye);
+    let _ = stream.flush();
+    Ok(took)
 }
 
 /// The sequence number in a `report <seq> <micros> ...` message.

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# What native TLS costs against TLS ended by nginx in front of the relay, and
+# against plain ws://. The comparison's game load (64 rooms × 8 clients ×
+# 30 Hz × 200 B, as scripts/ab.sh runs it: 2 s warm-up, 6 s measured) in
+# three setups, taking turns for ROUNDS rounds (default 3):
+#
+#   native  wss:// to `ws-relay --tls-listen` (rustls in the relay's loop)
+#   nginx   wss:// to nginx (deploy/nginx.conf, substituted as scripts/deploy.sh
+#           does it: listen address, certificate paths, relay port), which
+#           forwards ws:// to the plain relay
+#   plain   ws:// to the relay, the reference
+#
+# The server side gets core 0 (`taskset -c 0`): the relay (`--threads 1`), and
+# for nginx also its master and its one worker (`worker_processes 1`); the
+# load tool gets core 1. Both TLS setups use one throwaway certificate
+# (openssl, RSA 2048) and the load tool's rustls client, so they negotiate
+# the same protocol and cipher suite (printed). Server CPU is the relay's plus
+# nginx's master's and worker's, read from /proc over the measured run. The
+# table gives the median of the rounds, and the ratios native/nginx.
+#
+#   bash scripts/tls.sh               # about 2 minutes
+#   ROUNDS=5 bash scripts/tls.sh
+#
+# Installs nginx and openssl with apt if they are missing. Results:
+# target/tls/results.jsonl, and the table in target/tls/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-3}
+out=target/tls
+mkdir -p "$out"
+: >"$out/results.jsonl"
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release --quiet --features load --bins
+
+tmp=$(mktemp -d /tmp/ws-relay-tls.XXXXXX)
+chmod 755 "$tmp" # nginx's worker (nobody) reaches its temp folders through it
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "tls.sh: $*" >&2
+    for f in "$tmp"/*.log "$tmp"/nginx/error.log; do
+        [ -s "$f" ] && { echo "--- $f (last lines)" >&2; tail -n 20 "$f" >&2; }
+    done
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+
+# Starts the relay on core 0 with the flags given; sets $relay_pid, $plain_addr
+# and $tls_addr (empty without TLS).
+start_relay() {
+    # Gone before the relay starts: the shell opens the new one in the
+    # background, and the wait below must not read the last relay's address.
+    rm -f "$tmp/relay.out"
+    taskset -c 0 target/release/ws-relay --threads 1 --listen 127.0.0.1:0 "$@" \
+        >"$tmp/relay.out" 2>"$tmp/relay.log" &
+    relay_pid=$!
+    pids+=("$relay_pid")
+    local want='^listening on '
+    [ $# -gt 0 ] && want='^tls on '
+    for _ in $(seq 200); do
+        grep -q "$want" "$tmp/relay.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    plain_addr=$(sed -n 's/^listening on //p' "$tmp/relay.out")
+    tls_addr=$(sed -n 's/^tls on //p' "$tmp/relay.out")
+    [ -n "$plain_addr" ] || fail "the relay did not start: $(cat "$tmp/relay.out" "$tmp/relay.log")"
+}
+
+stop() {
+    local pid
+    for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# Replaces the one line matching $2 in file $1 by $3, as scripts/deploy.sh does.
+subst() {
+    local n
+    n=$(grep -c -- "$2" "$1" || true)
+    [ "$n" = 1 ] || fail "$1: expected one line matching '$2', found $n"
+    sed -i "s|$2|$3|" "$1"
+}
+
+# Starts nginx on core 0 in front of the relay at $plain_addr; sets
+# $nginx_pid (the master), $worker_pid and $nginx_port.
+start_nginx() {
+    nginx_port=$(free_port)
+    rm -rf "$tmp/nginx"
+    mkdir -p "$tmp/nginx"
+    cp deploy/nginx.conf "$tmp/nginx/ws-relay.conf"
+    subst "$tmp/nginx/ws-relay.conf" '^\( *\)listen 443 ssl;' "\1listen 127.0.0.1:$nginx_port ssl;"
+    subst "$tmp/nginx/ws-relay.conf" '^ *listen \[::\]:443 ssl;' ''
+    subst "$tmp/nginx/ws-relay.conf" '/etc/letsencrypt/live/yourserver.example.com/fullchain.pem' "$tmp/cert.pem"
+    subst "$tmp/nginx/ws-relay.conf" '/etc/letsencrypt/live/yourserver.example.com/privkey.pem' "$tmp/key.pem"
+    subst "$tmp/nginx/ws-relay.conf" 'proxy_pass http://127.0.0.1:7927;' "proxy_pass http://$plain_addr;"
+    # The outer configuration: one worker, connections for 512 players (two each,
+    # as the shipped file's comment says), the rest as in scripts/deploy.sh.
+    cat >"$tmp/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    # Debian's /etc/nginx/nginx.conf sets these at this level (with TLSv1 and
+    # TLSv1.1 too, which OpenSSL 3 refuses anyway); without ssl_protocols,
+    # nginx before 1.23.4 offers no TLS 1.3, and the comparison would be
+    # TLS 1.2 against the relay's 1.3.
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    access_log $tmp/nginx/access.log;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    include $tmp/nginx/ws-relay.conf;
+}
+EOF
+    nginx -t -q -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" || fail "nginx -t"
+    taskset -c 0 nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" \
+        >"$tmp/nginx.log" 2>&1 &
+    nginx_pid=$!
+    pids+=("$nginx_pid")
+    worker_pid=
+    for _ in $(seq 200); do
+        worker_pid=$(pgrep -P "$nginx_pid" | head -n1 || true)
+        [ -n "$worker_pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "nginx did not start"
+}
+
+load=(taskset -c 1 target/release/ws-relay-load --json --rooms 64 --clients 8 --rate 30 --size 200 --warmup 2 --duration 6)
+
+# Runs the load for setup $1 with the extra flags after it.
+measure() {
+    local setup=$1
+    shift
+    if ! "${load[@]}" "$@" >"$tmp/run.json" 2>"$tmp/run.err"; then
+        fail "$setup, round $round: the load tool failed: $(tail -n 3 "$tmp/run.err")"
+    fi
+    local tls
+    tls=$(sed -n 's/^TLS: //p' "$tmp/run.err" | head -n1)
+    sed "s|^{|{\"setup\":\"$setup\",\"round\":$round,\"tls\":\"$tls\",|" "$tmp/run.json" >"$tmp/row.json"
+    cat "$tmp/row.json" >>"$out/results.jsonl"
+    python3 - "$tmp/row.json" "$setup" >&2 <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read())
+tls = f" over {r['tls']}" if r["tls"] else ""
+print(f"  {sys.argv[2]}{tls}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.2f} ms, "
+      f"{r['server_us_per_delivery']:.2f} µs server CPU/delivery, {r['deliveries_per_s']} deliveries/s, "
+      f"loss {100 * r['loss']:.3f}%, tool CPU {r['tool_cpu_percent']:.0f}%")
+PY
+}
+
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+echo "== $(nginx -v 2>&1 | sed 's|.*/|nginx |'), $(openssl version | cut -d' ' -f1-2); load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for round in $(seq "$rounds"); do
+    echo "== round $round of $rounds" >&2
+
+    start_relay --tls-listen 127.0.0.1:0 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"
+    [ -n "$tls_addr" ] || fail "the relay printed no 'tls on' line"
+    measure native --tls --tls-ca "$tmp/cert.pem" --addr "$tls_addr" --relay-pid "$relay_pid"
+    stop "$relay_pid"
+
+    start_relay
+    start_nginx
+    measure nginx --tls --tls-ca "$tmp/cert.pem" --addr "127.0.0.1:$nginx_port" \
+        --relay-pid "$relay_pid" --proxy-pid "$nginx_pid" --proxy-pid "$worker_pid"
+    stop "$nginx_pid" "$relay_pid"
+
+    start_relay
+    measure plain --addr "$plain_addr" --relay-pid "$relay_pid"
+    stop "$relay_pid"
+done
+echo "== load average at the end $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+python3 - "$out/results.jsonl" "$started" "$rounds" <<'PY' | tee "$out/table.md"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+started, rounds = sys.argv[2], sys.argv[3]
+def runs(setup):
+    return [r for r in rows if r["setup"] == setup]
+def med(setup, key):
+    vals = [r[key] for r in runs(setup) if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+names = {
+    "native": "native TLS (`--tls-listen`)",
+    "nginx": "TLS ended by nginx (`deploy/nginx.conf`)",
+    "plain": "plain ws://, no TLS",
+}
+print(f"{started}, {rounds} rounds, medians; 64 rooms × 8 clients × 30 Hz × 200 B; "
+      "server side on core 0, load tool on core 1")
+print()
+print("| setup | server µs CPU/delivery | of which the relay | of which nginx | p50 ms | p99 ms | deliveries/s | delivered |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for s in ("native", "nginx", "plain"):
+    proxy = med(s, "proxy_cpu_s")
+    nginx_us = "—"
+    if proxy is not None:
+        nginx_us = f"{med(s, 'server_us_per_delivery') - med(s, 'relay_us_per_delivery'):.2f}"
+    print(f"| {names[s]} | {med(s, 'server_us_per_delivery'):.2f} | {med(s, 'relay_us_per_delivery'):.2f} "
+          f"| {nginx_us} | {med(s, 'p50_ms'):.3f} | {med(s, 'p99_ms'):.2f} "
+          f"| {med(s, 'deliveries_per_s'):,.0f} | {100 * (1 - med(s, 'loss')):.2f}% |")
+print()
+def ratio(key):
+    return med("native", key) / med("nginx", key)
+per_round = [
+    r["server_us_per_delivery"] / n["server_us_per_delivery"]
+    for r in runs("native") for n in runs("nginx") if r["round"] == n["round"]
+]
+cpu, p50, p99 = ratio("server_us_per_delivery"), ratio("p50_ms"), ratio("p99_ms")
+print(f"native/nginx: server CPU per delivery {cpu:.2f}× (rounds: {', '.join(f'{x:.2f}' for x in per_round)}), "
+      f"p50 {p50:.2f}×, p99 {p99:.2f}×; native/plain: server CPU "
+      f"{med('native', 'server_us_per_delivery') / med('plain', 'server_us_per_delivery'):.2f}×, "
+      f"p50 {med('native', 'p50_ms') / med('plain', 'p50_ms'):.2f}×.")
+suites = {s: sorted({r["tls"] for r in runs(s)}) for s in ("native", "nginx")}
+if suites["native"] == suites["nginx"]:
+    print(f"Both TLS setups negotiated {', '.join(suites['native'])}.")
+else:
+    print(f"WARNING: the TLS setups negotiated different parameters: native {suites['native']}, nginx {suites['nginx']}.")
+print(f"Target (native at most 0.6× nginx's CPU, lower p50): CPU {'met' if cpu <= 0.6 else 'NOT met'}, "
+      f"p50 {'met' if p50 < 1 else 'NOT met'}.")
+PY
