@@ -851,6 +851,13 @@ impl Relay {
         took
     }
 
+    /// Queues one of the relay's notices (`join`, `quit`), a few bytes that
+    /// compression would not shrink, for every connection in `recipients`,
+    /// plain; returns how many took it.
+    fn notify(&mut self, frame: &[u8], recipients: &[ConnId]) -> u64 {
+        recipients.iter().map(|&to| u64::from(self.push(to, frame, Bound::Applies))).sum()
+    }
+
     /// `frame` for recipients of window size `class`: compressed the first
     /// time one comes up, the same bytes after; plain if it is under the
     /// threshold or compressing does not make it smaller.
@@ -1293,7 +1300,7 @@ impl Relay {
         self.push(conn, answer, Bound::Exempt);
         answer.clear();
         encode_frame(answer, OpCode::Text, &[me, b" join"]);
-        let told = self.broadcast(answer, &others);
+        let told = self.notify(answer, &others);
         self.stats.deliveries += 1 + others.len() as u64 + told;
         self.recipients = others;
         debug!("{conn} joined room={:?} id={}", String::from_utf8_lossy(room_name), seat.id);
@@ -1334,7 +1341,7 @@ impl Relay {
         frame.clear();
         let mut digits = [0; 20];
         encode_frame(&mut frame, OpCode::Text, &[envelope::format_id(seat.id, &mut digits), b" quit"]);
-        self.stats.deliveries += self.broadcast(&frame, &others);
+        self.stats.deliveries += self.notify(&frame, &others);
         self.notice = frame;
         self.recipients = others;
     }
