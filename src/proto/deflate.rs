@@ -389,15 +389,18 @@ impl Inflater {
     }
 
     /// Inflates what arrived since the last call, appending to `out`, which
-    /// never grows past `max` bytes: past it the message is too big.
-    pub(crate) fn inflate(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
+    /// never grows past `max` bytes: past it the message is too big. `check`
+    /// sees every piece of output as it comes, before the size is judged or
+    /// bad data reported, so the first fault in the message is the one
+    /// reported however its frames were cut.
+    pub(crate) fn inflate(&mut self, out: &mut Vec<u8>, max: usize, check: Check<'_>) -> Result<(), ProtocolError> {
         let Some(ctx) = self.ctx.as_mut() else { return Ok(()) };
         if self.ended {
             // What follows the stream's last block is not part of the message.
             self.inflated = self.input.len();
             return Ok(());
         }
-        let (consumed, ended) = inflate_into(ctx, &self.input[self.inflated..], out, max)?;
+        let (consumed, ended) = inflate_into(ctx, &self.input[self.inflated..], out, max, check)?;
         self.inflated += consumed;
         self.ended = ended;
         Ok(())
@@ -406,9 +409,9 @@ impl Inflater {
     /// The message's last frame has arrived: inflates the rest with the tail
     /// the sender removed, and keeps the window for the next message, or
     /// forgets it as the client asked.
-    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, max: usize, check: Check<'_>) -> Result<(), ProtocolError> {
         self.input.extend_from_slice(&TAIL);
-        self.inflate(out, max)?;
+        self.inflate(out, max, check)?;
         self.history.push(out);
         if let Some(ctx) = self.ctx.as_mut() {
             if self.ended || self.agreed.client_no_context_takeover {
@@ -461,7 +464,8 @@ impl Inflater {
             prime(ctx, &me.history).map_err(|_| corrupt("a window zlib refuses"))?;
             me.input.extend_from_slice(input);
             let mut again = Vec::new();
-            me.inflate(&mut again, max).map_err(|_| corrupt("a message in progress that does not inflate"))?;
+            me.inflate(&mut again, max, &mut |_| Ok(()))
+                .map_err(|_| corrupt("a message in progress that does not inflate"))?;
             if again != inflated {
                 return Err(corrupt("a message in progress that inflates to other bytes"));
             }
@@ -478,13 +482,18 @@ fn prime(ctx: &mut Decompress, history: &History) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// Inflates `input` into `out`, which may not pass `max` bytes. Returns how
-/// much input was taken and whether the stream ended.
+/// What inflated output is checked with as it comes (text must be UTF-8).
+pub(crate) type Check<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), ProtocolError>;
+
+/// Inflates `input` into `out`, which may not pass `max` bytes, showing
+/// `check` each piece of output. Returns how much input was taken and
+/// whether the stream ended.
 fn inflate_into(
     ctx: &mut Decompress,
     mut input: &[u8],
     out: &mut Vec<u8>,
     max: usize,
+    check: Check<'_>,
 ) -> Result<(usize, bool), ProtocolError> {
     let mut consumed = 0;
     loop {
@@ -500,6 +509,7 @@ fn inflate_into(
         let taken = (ctx.total_in() - before_in) as usize;
         let produced = (ctx.total_out() - before_out) as usize;
         out.truncate(start + produced);
+        check(&out[start..])?;
         let status = status.map_err(|_| ProtocolError::BadCompressedData)?;
         consumed += taken;
         input = &input[taken..];
@@ -523,7 +533,7 @@ pub(crate) fn inflate_message(ctx: &mut Decompress, payload: &[u8]) -> Result<Ve
     input.extend_from_slice(payload);
     input.extend_from_slice(&TAIL);
     let mut out = Vec::new();
-    inflate_into(ctx, &input, &mut out, usize::MAX - 1)?;
+    inflate_into(ctx, &input, &mut out, usize::MAX - 1, &mut |_| Ok(()))?;
     Ok(out)
 }
 
@@ -690,8 +700,8 @@ mod tests {
             inflater.begin();
             inflater.input().extend_from_slice(&deflated);
             let mut out = Vec::new();
-            inflater.inflate(&mut out, 1000).unwrap();
-            inflater.finish(&mut out, 1000).unwrap();
+            inflater.inflate(&mut out, 1000, &mut |_| Ok(())).unwrap();
+            inflater.finish(&mut out, 1000, &mut |_| Ok(())).unwrap();
             assert_eq!(out, message);
         }
         // Not smaller: sent plain.
@@ -705,7 +715,7 @@ mod tests {
         inflater.begin();
         inflater.input().extend_from_slice(&zeros);
         let mut out = Vec::new();
-        assert_eq!(inflater.inflate(&mut out, 4096), Err(ProtocolError::MessageTooBig));
+        assert_eq!(inflater.inflate(&mut out, 4096, &mut |_| Ok(())), Err(ProtocolError::MessageTooBig));
         assert!(out.capacity() <= 4097 + 1024, "{} bytes taken for a 4096-byte limit", out.capacity());
     }
 

@@ -106,18 +106,18 @@ impl MessageDecoder {
                 None => return Ok((total - input.len(), None)),
                 Some(FrameEvent::Header(h)) => self.start_frame(h)?,
                 Some(FrameEvent::Payload(n)) => {
-                    if !control {
-                        let start = self.data.len();
-                        let start = match self.inflate.as_deref_mut().filter(|_| self.compressed) {
-                            Some(inflate) => {
-                                inflate.inflate(&mut self.data, self.limits.max_message)?;
-                                start
-                            }
-                            None => start - n,
-                        };
-                        if self.data_opcode == Some(OpCode::Text) {
-                            self.utf8.feed(&self.data[start..])?;
+                    let text = self.data_opcode == Some(OpCode::Text);
+                    match self.inflate.as_deref_mut().filter(|_| !control && self.compressed) {
+                        Some(inflate) => {
+                            let utf8 = &mut self.utf8;
+                            let mut check = |new: &[u8]| if text { utf8.feed(new) } else { Ok(()) };
+                            inflate.inflate(&mut self.data, self.limits.max_message, &mut check)?;
                         }
+                        None if !control && text => {
+                            let new = &self.data[self.data.len() - n..];
+                            self.utf8.feed(new)?;
+                        }
+                        None => {}
                     }
                 }
                 Some(FrameEvent::End) => {
@@ -282,11 +282,10 @@ impl MessageDecoder {
                 if let Some(inflate) = self.inflate.as_deref_mut().filter(|_| self.compressed) {
                     self.compressed = false;
                     self.inflated = true;
-                    let start = self.data.len();
-                    inflate.finish(&mut self.data, self.limits.max_message)?;
-                    if opcode == Some(OpCode::Text) {
-                        self.utf8.feed(&self.data[start..])?;
-                    }
+                    let utf8 = &mut self.utf8;
+                    let text = opcode == Some(OpCode::Text);
+                    let mut check = |new: &[u8]| if text { utf8.feed(new) } else { Ok(()) };
+                    inflate.finish(&mut self.data, self.limits.max_message, &mut check)?;
                 }
                 if opcode == Some(OpCode::Text) {
                     self.utf8.finish()?;
@@ -326,10 +325,14 @@ pub(crate) fn is_valid_close_code(code: u16) -> bool {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_all<'a>(
     limits: MessageLimits,
+    deflate: Option<Agreed>,
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Vec<crate::client::Received>, Option<ProtocolError>) {
     use crate::client::Received;
     let mut decoder = MessageDecoder::new(limits);
+    if let Some(agreed) = deflate {
+        decoder.set_deflate(agreed);
+    }
     let mut got = Vec::new();
     for piece in pieces {
         let mut rest = piece;
@@ -369,11 +372,11 @@ mod tests {
     }
 
     fn run(chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_all(LIMITS, chunks.iter().copied())
+        decode_all(LIMITS, None, chunks.iter().copied())
     }
 
     fn byte_by_byte(wire: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_all(LIMITS, wire.chunks(1))
+        decode_all(LIMITS, None, wire.chunks(1))
     }
 
     #[test]
