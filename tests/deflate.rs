@@ -415,3 +415,18 @@ fn a_resumed_session_without_deflate_gets_what_was_kept_plain() {
     assert_eq!(got[1..], [Received::Text("1 resume".into()), Received::Text(report(1).replacen('*', "2", 1))]);
     assert_eq!(s.compressed(back), 0);
 }
+
+#[test]
+fn echo_mode_mirrors_compression_whatever_the_size() {
+    let mut s = Sim::new(Config { mode: Mode::Echo, ..on() });
+    let a = join(&mut s, BROWSER);
+    let mut deflater = Deflater::new(15, true);
+    // Short and incompressible: still answered compressed, since it came so.
+    s.feed(a, &compressed(&mut deflater, OpCode::Binary, b"\x8f\x13"));
+    assert_eq!(s.take(a), [Received::Binary(b"\x8f\x13".to_vec())]);
+    assert_eq!(s.compressed(a), 1);
+    // A plain message follows the relay's rule: short, so plain.
+    s.send(a, "hi");
+    assert_eq!(s.texts(a), ["hi"]);
+    assert_eq!(s.compressed(a), 1);
+}

@@ -556,8 +556,8 @@ impl std::fmt::Debug for Compressors {
 impl Compressors {
     /// Compresses `payload` with a window of `bits` (9 to 15) into `out`,
     /// without the tail (RFC 7692 §7.2.1). False, with `out` empty, if that
-    /// would not make it smaller: it is then sent plain.
-    pub(crate) fn compress(&mut self, bits: u8, payload: &[u8], out: &mut Vec<u8>) -> bool {
+    /// would not make it smaller (it is then sent plain), unless `always`.
+    pub(crate) fn compress(&mut self, bits: u8, payload: &[u8], out: &mut Vec<u8>, always: bool) -> bool {
         out.clear();
         let slot = &mut self.by_bits[usize::from(bits.clamp(9, 15) - 9)];
         let ctx = slot.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(LEVEL), false, bits));
@@ -576,7 +576,7 @@ impl Compressors {
         };
         // Each message stands alone: the next starts from an empty window.
         ctx.reset();
-        if !ok || out.len() - TAIL.len() >= payload.len() {
+        if !ok || (out.len() - TAIL.len() >= payload.len() && !always) {
             out.clear();
             return false;
         }
@@ -693,7 +693,7 @@ mod tests {
         let mut compressors = Compressors::default();
         let message = b"{\"x\": 1, \"y\": 2, \"x\": 1, \"y\": 2, \"x\": 1, \"y\": 2, \"x\": 1, \"y\": 2}".repeat(4);
         let mut deflated = Vec::new();
-        assert!(compressors.compress(15, &message, &mut deflated));
+        assert!(compressors.compress(15, &message, &mut deflated, false));
         assert!(deflated.len() < message.len() / 2);
         let mut inflater = Inflater::new(Agreed::default());
         for _ in 0..3 {
@@ -704,8 +704,9 @@ mod tests {
             inflater.finish(&mut out, 1000, &mut |_| Ok(())).unwrap();
             assert_eq!(out, message);
         }
-        // Not smaller: sent plain.
-        assert!(!compressors.compress(9, b"abc", &mut deflated));
+        // Not smaller: sent plain, unless asked for all the same.
+        assert!(!compressors.compress(9, b"abc", &mut deflated, false));
+        assert!(compressors.compress(9, b"abc", &mut deflated, true) && deflated.len() >= 3);
         // A million zeros in about a kilobyte stop at the limit.
         let mut bomb = Compress::new_with_window_bits(Compression::best(), false, 15);
         let mut zeros = Vec::with_capacity(4096);

@@ -136,8 +136,9 @@ enum Step {
     Nothing,
     /// The frame is a pong for the sender.
     Pong,
-    /// The frame is the message echoed to its sender.
-    Echo,
+    /// The frame is the message echoed to its sender; `compressed` if it
+    /// arrived compressed, and so goes back compressed.
+    Echo { compressed: bool },
     /// The frame is the message from `from`, for `target` in its room.
     Route { from: Seat, target: Target },
     /// The message breaks the relay's format or flood control: close it.
@@ -877,7 +878,7 @@ impl Relay {
             return frame;
         }
         self.stats.compressions += 1;
-        if !self.compressors.compress(class, payload, &mut variants.deflated) {
+        if !self.compressors.compress(class, payload, &mut variants.deflated, false) {
             return frame;
         }
         self.stats.compressed_in += payload.len() as u64;
@@ -887,6 +888,32 @@ impl Relay {
         encode_compressed_frame(out, header.opcode, &variants.deflated);
         variants.state[at] = Variant::Compressed;
         out
+    }
+
+    /// Echo mode: `frame` back to `conn`, whose message arrived compressed,
+    /// compressed whatever its size. A conformance suite's client may take
+    /// an uncompressed answer to a compressed message amiss (kosoku 0.1.0's
+    /// cases 12 and 13 do, though RFC 7692 allows it), so echo mode mirrors
+    /// the client's choice. Returns 1 if it was queued.
+    fn echo_compressed(&mut self, conn: ConnId, frame: &[u8]) -> u64 {
+        let class = self.outputs.get(conn).map_or(0, |slot| slot.deflate);
+        let Ok(Some((header, len))) = FrameHeader::parse(frame) else { return 0 };
+        let mut variants = mem::take(&mut self.variants);
+        self.stats.compressions += 1;
+        let payload = &frame[len..];
+        let bytes = if class > 0 && self.compressors.compress(class, payload, &mut variants.deflated, true) {
+            self.stats.compressed_in += payload.len() as u64;
+            self.stats.compressed_out += variants.deflated.len() as u64;
+            let out = &mut variants.frames[usize::from(class - 8)];
+            out.clear();
+            encode_compressed_frame(out, header.opcode, &variants.deflated);
+            &out[..]
+        } else {
+            frame
+        };
+        let took = u64::from(self.push(conn, bytes, Bound::Applies));
+        self.variants = variants;
+        took
     }
 
     /// `conn`'s upgrade agreed to permessage-deflate with `agreed`: RSV1
@@ -1358,7 +1385,8 @@ impl Relay {
                 Step::Pong => {
                     self.push(conn, &frame, Bound::Applies);
                 }
-                Step::Echo => self.stats.deliveries += self.broadcast(&frame, &[conn]),
+                Step::Echo { compressed: false } => self.stats.deliveries += self.broadcast(&frame, &[conn]),
+                Step::Echo { compressed: true } => self.stats.deliveries += self.echo_compressed(conn, &frame),
                 Step::Route { from, target } => self.route(from, target, &frame),
                 // The rest of the input is still decoded, in the closing phase:
                 // it holds the client's close frame, or more to be charged to its budget.
@@ -1410,7 +1438,7 @@ impl Relay {
                 return (used, closing.map_or(Step::Reject(RelayError::RateLimited), Step::Finish));
             }
         }
-        let step = match (message, closing) {
+        let mut step = match (message, closing) {
             // The handshake the relay started is complete; the close keeps its cause.
             (Message::Close(_), Some(reason)) => Step::Finish(reason),
             (_, Some(_)) | (Message::Pong(_), None) => Step::Nothing,
@@ -1425,7 +1453,7 @@ impl Relay {
                 match (self.config.mode, seat) {
                     (Mode::Echo, _) => {
                         encode_frame(frame, opcode, &[m]);
-                        Step::Echo
+                        Step::Echo { compressed: false }
                     }
                     (Mode::Relay, Some(from)) => match match opcode {
                         OpCode::Binary => envelope::parse_binary(m),
@@ -1445,6 +1473,9 @@ impl Relay {
         };
         if c.decoder.take_inflated() {
             self.stats.inflated += 1;
+            if let Step::Echo { compressed } = &mut step {
+                *compressed = true;
+            }
         }
         (used, step)
     }
