@@ -2,6 +2,7 @@
 //! protocol. One thread, a hand-written mio loop, so that it is not the
 //! bottleneck; it reports its own CPU time so a reader can check.
 
+mod deflate;
 mod fleet;
 mod report;
 
@@ -120,6 +121,9 @@ enum Mode {
     /// handshake) for `--duration`; fails if a well-behaved client missed a
     /// report or the relay's memory or descriptors did not come back.
     Soak,
+    /// The game load with JSON reports against a relay started with --deflate, first with clients that do
+    /// not offer permessage-deflate, then with clients that do: relay CPU per delivery and bytes on the wire.
+    Deflate,
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
@@ -255,6 +259,18 @@ fn run(args: &Args) -> Result<(), String> {
                 );
             }
         }
+        Mode::Deflate => deflate::run(&deflate::Load {
+            addr: args.addr,
+            prefix: args.prefix.clone(),
+            rooms: args.rooms,
+            clients: args.clients,
+            rate: args.rate,
+            size: args.size,
+            warmup: args.warmup,
+            duration: args.duration,
+            relay_pid: args.relay_pid,
+            json: args.json,
+        })?,
         Mode::Soak => {
             let plan = SoakPlan {
                 rooms: args.rooms,
