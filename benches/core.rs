@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
-use ws_relay::client::{masked_frame, upgrade_request, OpCode};
+use ws_relay::client::{masked_frame, masked_frame_rsv1, upgrade_request, upgrade_request_offering, Deflater, OpCode};
 use ws_relay::testing::{Decoder, Sim};
 use ws_relay::token::{mint, Verifier};
-use ws_relay::{Config, ConnId, MessageLimits, Mode};
+use ws_relay::{Config, ConnId, Deflate, MessageLimits, Mode};
 
 fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -42,6 +42,61 @@ fn fanout(c: &mut Criterion) {
                 assert_eq!(sim.relay.stats().deliveries - before, n as u64 - 1);
             })
         });
+    }
+    group.finish();
+}
+
+/// A game's 200-byte JSON report, as `* report {...}`.
+fn json_report() -> Vec<u8> {
+    let body = "* report {\"seq\":48213,\"t\":1733500000123,\"x\":512.25,\"y\":384.5,\"vx\":-1.5,\"vy\":0.25,\
+                \"heading\":1.5708,\"hp\":87,\"ammo\":12,\"state\":\"flying\",\"thrust\":true,\"shield\":false}";
+    let mut report = body.as_bytes().to_vec();
+    report.resize(200, b' ');
+    report
+}
+
+/// Fanout of that report to a room of 8, with permessage-deflate off, and on
+/// for every client: the sender's message arrives compressed (as a
+/// browser's does) and is inflated, and the broadcast is compressed once for
+/// the seven recipients.
+fn fanout_deflate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_json_200B_room_of_8");
+    group.throughput(Throughput::Elements(7));
+    let report = json_report();
+    for deflate in [false, true] {
+        let config = Config { deflate: deflate.then_some(Deflate::DEFAULT), ..Config::default() };
+        let mut sim = Sim::new(config);
+        sim.record(false);
+        let request =
+            upgrade_request_offering("/ws-relay/bench", "bench", "permessage-deflate; client_max_window_bits");
+        let conns: Vec<ConnId> = (0..8).map(|_| sim.connect_raw(&request)).collect();
+        let mut frame = Vec::new();
+        if deflate {
+            // Compressed on its own, so the same bytes are valid whatever the relay's window holds.
+            let deflated = Deflater::new(15, false).compress(&report);
+            masked_frame_rsv1(&mut frame, true, true, OpCode::Text, &deflated, [0x12, 0x34, 0x56, 0x78]);
+        } else {
+            masked_frame(&mut frame, true, OpCode::Text, &report, [0x12, 0x34, 0x56, 0x78]);
+        }
+        let name = if deflate { "deflate_on" } else { "deflate_off" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                sim.now += Duration::from_millis(2);
+                let before = sim.relay.stats().deliveries;
+                sim.feed(conns[0], black_box(&frame));
+                assert_eq!(sim.relay.stats().deliveries - before, 7);
+            })
+        });
+        if deflate {
+            let stats = sim.relay.stats();
+            assert_eq!(stats.inflated, stats.compressions, "one compression per message");
+            eprintln!(
+                "deflate: {} payload bytes out as {} ({:.0}%), per recipient",
+                stats.compressed_in / stats.compressions,
+                stats.compressed_out / stats.compressions,
+                100.0 * stats.compressed_out as f64 / stats.compressed_in as f64
+            );
+        }
     }
     group.finish();
 }
@@ -109,5 +164,5 @@ fn token_verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, decode, handshake, join_quit, token_verify);
+criterion_group!(benches, fanout, fanout_deflate, decode, handshake, join_quit, token_verify);
 criterion_main!(benches);

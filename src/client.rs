@@ -2,6 +2,9 @@
 //! without a WebSocket library: the upgrade request, masked frames out, and a
 //! strict parser of what a server sends back. The relay itself never uses it.
 
+use flate2::{Compress, Compression, Decompress, FlushCompress};
+
+use crate::proto::deflate::inflate_message;
 use crate::proto::frame::apply_mask;
 pub use crate::proto::frame::{FrameHeader, OpCode};
 use crate::proto::message::parse_close;
@@ -15,13 +18,76 @@ pub fn upgrade_request(target: &str, host: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// An upgrade request for `target` like [`upgrade_request`], with
+/// `extensions` as its `Sec-WebSocket-Extensions` header.
+pub fn upgrade_request_offering(target: &str, host: &str, extensions: &str) -> Vec<u8> {
+    let mut request = upgrade_request(target, host);
+    request.truncate(request.len() - 2);
+    request.extend_from_slice(format!("Sec-WebSocket-Extensions: {extensions}\r\n\r\n").as_bytes());
+    request
+}
+
 /// Appends a masked client frame. The caller picks the mask: RFC 6455 wants it
 /// unpredictable for browsers, which a relay's own tools do not need.
 pub fn masked_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-    FrameHeader { fin, opcode, mask: Some(mask), len: payload.len() as u64 }.encode(out);
+    masked_frame_rsv1(out, fin, false, opcode, payload, mask);
+}
+
+/// Appends a masked client frame with RSV1 as given: set on the first frame
+/// of a compressed message (permessage-deflate, RFC 7692 §6).
+pub fn masked_frame_rsv1(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    FrameHeader { fin, rsv1, opcode, mask: Some(mask), len: payload.len() as u64 }.encode(out);
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], mask, 0);
+}
+
+/// A client's side of permessage-deflate: compresses messages as a client
+/// would, keeping its window from message to message unless told not to.
+#[derive(Debug)]
+pub struct Deflater {
+    ctx: Compress,
+    context_takeover: bool,
+}
+
+impl Deflater {
+    /// A compressor with a window of `window_bits` (9 to 15) that keeps its
+    /// context across messages if `context_takeover`.
+    pub fn new(window_bits: u8, context_takeover: bool) -> Self {
+        Self { ctx: Compress::new_with_window_bits(Compression::default(), false, window_bits), context_takeover }
+    }
+
+    /// `message` as the payload of a compressed message: DEFLATE blocks
+    /// ending in a sync flush, whose last four bytes (`00 00 FF FF`) are
+    /// removed (RFC 7692 §7.2.1).
+    pub fn compress(&mut self, message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message.len() + 64);
+        let mut input = message;
+        loop {
+            out.reserve(input.len() + 64);
+            let before = self.ctx.total_in();
+            self.ctx.compress_vec(input, &mut out, FlushCompress::Sync).expect("compressing into a Vec cannot fail");
+            input = &input[(self.ctx.total_in() - before) as usize..];
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        assert!(out.ends_with(&[0, 0, 0xFF, 0xFF]), "a sync flush ends with an empty stored block");
+        out.truncate(out.len() - 4);
+        if !self.context_takeover {
+            self.ctx.reset();
+        }
+        out
+    }
+}
+
+/// The client's inflater, once the 101 accepted permessage-deflate.
+#[derive(Debug)]
+struct Inflate {
+    ctx: Decompress,
+    /// The server said `server_no_context_takeover`: every message must
+    /// inflate on its own, which resetting before each one checks.
+    no_context_takeover: bool,
 }
 
 /// What a server sent, as a client sees it.
@@ -61,11 +127,14 @@ enum State {
 pub struct ServerParser {
     buf: Vec<u8>,
     state: State,
+    /// permessage-deflate, if the 101 accepted it.
+    inflate: Option<Inflate>,
+    compressed: u64,
 }
 
 impl Default for ServerParser {
     fn default() -> Self {
-        Self { buf: Vec::new(), state: State::Head }
+        Self { buf: Vec::new(), state: State::Head, inflate: None, compressed: 0 }
     }
 }
 
@@ -90,6 +159,17 @@ impl ServerParser {
         self.state == State::Done
     }
 
+    /// True if the 101 accepted permessage-deflate: compressed messages
+    /// (RSV1) are inflated, and refused otherwise.
+    pub fn deflate(&self) -> bool {
+        self.inflate.is_some()
+    }
+
+    /// How many messages arrived compressed.
+    pub fn compressed(&self) -> u64 {
+        self.compressed
+    }
+
     fn step(&mut self, at: usize, out: &mut Vec<Received>) -> Result<Option<usize>, Malformed> {
         let buf = &self.buf[at..];
         match self.state {
@@ -105,6 +185,18 @@ impl ServerParser {
                 }
                 let code = response.code.unwrap_or(0);
                 out.push(Received::Http(code));
+                let extensions =
+                    response.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
+                for h in extensions {
+                    let value = std::str::from_utf8(h.value).map_err(|_| Malformed("extensions not text".into()))?;
+                    let mut params = value.split(';').map(str::trim);
+                    if code != 101 || params.next() != Some("permessage-deflate") || self.inflate.is_some() {
+                        return Err(Malformed(format!("unexpected Sec-WebSocket-Extensions: {value}")));
+                    }
+                    let no_context_takeover = params.any(|p| p == "server_no_context_takeover");
+                    self.inflate =
+                        Some(Inflate { ctx: Decompress::new_with_window_bits(false, 15), no_context_takeover });
+                }
                 self.state = if code == 101 {
                     State::Frames
                 } else {
@@ -137,6 +229,21 @@ impl ServerParser {
                 let Some(payload) = usize::try_from(header.len).ok().and_then(|n| buf.get(len..len + n)) else {
                     return Ok(None);
                 };
+                let frame_len = len + payload.len();
+                let inflated;
+                let payload = match (&mut self.inflate, header.rsv1) {
+                    (_, false) => payload,
+                    (None, true) => return Err(Malformed("RSV1 without permessage-deflate".into())),
+                    (Some(inflate), true) => {
+                        if inflate.no_context_takeover {
+                            inflate.ctx.reset(false);
+                        }
+                        inflated = inflate_message(&mut inflate.ctx, payload)
+                            .map_err(|e| Malformed(format!("a compressed message that does not inflate: {e}")))?;
+                        self.compressed += 1;
+                        &inflated[..]
+                    }
+                };
                 out.push(match header.opcode {
                     OpCode::Text => Received::Text(
                         String::from_utf8(payload.to_vec()).map_err(|_| Malformed("text frame not UTF-8".into()))?,
@@ -151,7 +258,7 @@ impl ServerParser {
                     }
                     OpCode::Continuation => return Err(Malformed("server sent a continuation frame".into())),
                 });
-                Ok(Some(len + payload.len()))
+                Ok(Some(frame_len))
             }
             State::Done if buf.is_empty() => Ok(None),
             State::Done => Err(Malformed(format!("{} bytes after the end", buf.len()))),

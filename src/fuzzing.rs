@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::client::{masked_frame, upgrade_request, OpCode, Received};
+use flate2::Decompress;
+
+use crate::client::{
+    masked_frame, masked_frame_rsv1, upgrade_request, upgrade_request_offering, Deflater, OpCode, Received,
+};
+use crate::proto::deflate::{compressed_limit, inflate_message, Agreed};
 use crate::proto::error::{HandshakeError, ProtocolError};
 use crate::proto::frame::{apply_mask, FrameDecoder, FrameEvent, FrameHeader};
 use crate::proto::handshake::{Framing, Request, RequestReader, Upgrade};
@@ -101,11 +106,62 @@ pub fn frame_decoder(data: &[u8]) {
     assert_eq!(&input[..encoded.len()], &encoded[..], "accepted frames re-encode differently");
 
     let limits = MessageLimits { max_message: 4096, max_fragments: 8 };
-    let messages = decode_all(limits, [input]);
-    assert_eq!(messages, decode_all(limits, chunks(seed, input)));
-    assert_eq!(messages, decode_all(limits, input.chunks(1)));
+    let messages = decode_all(limits, None, [input]);
+    assert_eq!(messages, decode_all(limits, None, chunks(seed, input)));
+    assert_eq!(messages, decode_all(limits, None, input.chunks(1)));
     if let Some(e) = messages.1 {
         assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+    }
+
+    // The same bytes from a client that agreed to permessage-deflate: RSV1
+    // on a first frame is inflated, whatever the chunking.
+    let agreed = Agreed { client_no_context_takeover: seed & 8 != 0, ..Agreed::default() };
+    let inflated = decode_all(limits, Some(agreed), [input]);
+    assert_eq!(inflated, decode_all(limits, Some(agreed), chunks(seed, input)));
+    assert_eq!(inflated, decode_all(limits, Some(agreed), input.chunks(1)));
+    if let Some(e) = inflated.1 {
+        assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+    }
+    if messages.1 == Some(ProtocolError::ReservedBits) {
+        // An RSV bit stopped the plain decoder; up to it, deflate changes nothing.
+        assert!(inflated.0.starts_with(&messages.0), "deflate changed the messages before an RSV bit");
+    } else {
+        assert_eq!(inflated, messages, "RSV1 nowhere, yet deflate changed the outcome");
+    }
+
+    // The bytes as the payload of one compressed message, in one frame or in
+    // several: the same outcome, the one zlib gives, within the limit. (A
+    // payload past the compressed limit is refused from its header alone.)
+    if input.len() > compressed_limit(limits.max_message) {
+        return;
+    }
+    let mask = [seed as u8, 0x5A, (seed >> 8) as u8, 0xC3];
+    let mut one = Vec::new();
+    masked_frame_rsv1(&mut one, true, true, OpCode::Binary, input, mask);
+    let mut many = Vec::new();
+    let pieces = chunks(seed, input);
+    let per = pieces.len().div_ceil(8).max(1);
+    let pieces: Vec<Vec<u8>> = pieces.chunks(per).map(|group| group.concat()).collect();
+    if pieces.is_empty() {
+        masked_frame_rsv1(&mut many, true, true, OpCode::Binary, &[], mask);
+    }
+    for (k, piece) in pieces.iter().enumerate() {
+        let opcode = if k == 0 { OpCode::Binary } else { OpCode::Continuation };
+        masked_frame_rsv1(&mut many, k + 1 == pieces.len(), k == 0, opcode, piece, mask);
+    }
+    let whole = decode_all(limits, Some(agreed), [&one[..]]);
+    assert_eq!(whole, decode_all(limits, Some(agreed), [&many[..]]), "fragmenting changed the inflated message");
+    assert_eq!(whole, decode_all(limits, Some(agreed), many.chunks(1)));
+    let reference = inflate_message(&mut Decompress::new_with_window_bits(false, 15), input);
+    match (&whole, reference) {
+        ((got, None), Ok(bytes)) => {
+            assert!(bytes.len() <= limits.max_message);
+            assert_eq!(got, &[Received::Binary(bytes)]);
+        }
+        ((_, Some(ProtocolError::MessageTooBig)), Ok(bytes)) => assert!(bytes.len() > limits.max_message),
+        // The limit may come before zlib finds the data bad.
+        ((_, Some(ProtocolError::MessageTooBig | ProtocolError::BadCompressedData)), Err(_)) => {}
+        (got, reference) => panic!("decoded {got:?}, zlib gives {reference:?}"),
     }
 }
 
@@ -271,6 +327,30 @@ pub enum Op {
     Resume {
         /// Which client.
         client: u8,
+        /// The new connection offers permessage-deflate.
+        deflate: bool,
+    },
+    /// A client connects to room `room % 3` offering permessage-deflate, one
+    /// of a few offers.
+    ConnectDeflate {
+        /// Which of three rooms.
+        room: u8,
+        /// Which of [`OFFERS`].
+        offer: u8,
+    },
+    /// A well-formed relay message from a client, compressed if it offered
+    /// permessage-deflate (plain otherwise), with RSV1 on the first fragment.
+    SendCompressed {
+        /// Which client (modulo the count).
+        client: u8,
+        /// Where to.
+        target: FuzzTarget,
+        /// Binary rather than text.
+        binary: bool,
+        /// What follows the target.
+        body: Vec<u8>,
+        /// Split into this many fragments (at least one).
+        fragments: u8,
     },
     /// The server API publishes into one of the rooms, as id 0.
     Publish {
@@ -310,7 +390,21 @@ struct Client {
     kept: Option<Vec<Received>>,
     /// Right after a resume: the messages the new connection must be given.
     resumed: Option<Vec<Received>>,
+    /// Its compressor, if it offered permessage-deflate (which the relay,
+    /// with deflate on, always takes).
+    deflater: Option<Deflater>,
 }
+
+/// permessage-deflate offers the fuzzer's clients make, and the window bits
+/// and context takeover their compressors use by them.
+const OFFERS: [(&str, u8, bool); 5] = [
+    ("permessage-deflate; client_max_window_bits", 15, true),
+    ("permessage-deflate; client_no_context_takeover", 15, false),
+    ("permessage-deflate; server_max_window_bits=9; client_max_window_bits=10", 10, true),
+    // zlib cannot compress with 8 bits: the relay sends this one plain.
+    ("permessage-deflate; server_max_window_bits=8", 15, true),
+    ("permessage-deflate; server_max_window_bits=12; client_no_context_takeover; client_max_window_bits=9", 9, false),
+];
 
 /// Session keys the fuzzer's clients offer: few, so sessions meet.
 const KEYS: [&str; 3] = ["session-key-number-one", "session-key-number-two", "session-key-number-3--"];
@@ -343,6 +437,8 @@ pub fn session(data: &[u8]) {
         close_timeout: Duration::from_secs(1),
         handshake_timeout: Duration::from_secs(1),
         admission,
+        // Only clients that offer it get it; the others see the relay as before.
+        deflate: Some(crate::Deflate { min_size: 16 }),
         ..Config::DEFAULT
     };
     // The smallest bound the configuration allows, so stalled clients reach it.
@@ -371,28 +467,21 @@ impl Fuzz {
                 self.connect(true, &upgrade_request(ROOMS[room], "fuzz"));
             }
             Op::ConnectRaw { bytes } => self.connect(false, &bytes),
-            Op::Send { client, target, binary, mut body, fragments } => {
+            Op::Send { client, target, binary, body, fragments } => {
                 let Some(i) = self.pick(client) else { return };
-                // Binary goes byte for byte, whatever it holds. A text body gets a leading
-                // letter, which keeps it non-empty, unstripped, and clear of the relay's types.
-                if !binary {
-                    body.insert(0, b'm');
+                expect = self.send(i, target, binary, body, fragments, false);
+            }
+            Op::SendCompressed { client, target, binary, body, fragments } => {
+                let Some(i) = self.pick(client) else { return };
+                expect = self.send(i, target, binary, body, fragments, true);
+            }
+            Op::ConnectDeflate { room, offer } => {
+                let room = ROOMS[room as usize % ROOMS.len()];
+                let (offer, bits, takeover) = OFFERS[usize::from(offer) % OFFERS.len()];
+                self.connect(true, &upgrade_request_offering(room, "fuzz", offer));
+                if let Some(c) = self.clients.last_mut() {
+                    c.deflater = Some(Deflater::new(bits, takeover));
                 }
-                let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
-                let token = match &target {
-                    FuzzTarget::All => "*".to_owned(),
-                    FuzzTarget::Id(n) => (1 + n % 8).to_string(),
-                    FuzzTarget::Token(t) => t.clone(),
-                };
-                let mut msg = token.into_bytes();
-                msg.push(b' ');
-                msg.extend_from_slice(&body);
-                let wire = fragment(&msg, binary, fragments, i as u8);
-                if !matches!(target, FuzzTarget::Token(_)) && !self.clients[i].tainted {
-                    expect = self.expected(i, &target, binary, &body);
-                }
-                let tainted = matches!(target, FuzzTarget::Token(_));
-                self.feed(i, &wire, tainted);
             }
             Op::Ping { client, mut payload } => {
                 let Some(i) = self.pick(client) else { return };
@@ -464,19 +553,21 @@ impl Fuzz {
                     .map(|(j, c)| (j, relay.member(c.conn).is_some_and(|(r, _)| r == room.as_bytes())));
                 match holder {
                     // The key's seat is in this room: this is its resume.
-                    Some((j, true)) => self.resume(j),
+                    Some((j, true)) => self.resume(j, key == 2),
                     // A fresh join; whether its key makes a session is settled when it joins.
                     _ => {
-                        self.connect(true, &with_session(room, KEYS[key]));
+                        // The third key's clients offer permessage-deflate too.
+                        self.connect(true, &with_session(room, KEYS[key], key == 2));
                         if let Some(c) = self.clients.last_mut() {
                             c.offered = Some(key);
+                            c.deflater = (key == 2).then(|| Deflater::new(15, true));
                         }
                     }
                 }
             }
-            Op::Resume { client } => {
+            Op::Resume { client, deflate } => {
                 if let Some(i) = self.pick(client) {
-                    self.resume(i);
+                    self.resume(i, deflate);
                 }
             }
             Op::Publish { room, to, binary, body } => {
@@ -492,6 +583,44 @@ impl Fuzz {
         self.check(expect);
     }
 
+    /// Client `i` sends `<target> <body>`, compressed if asked and it can;
+    /// what it must reach, when that can be known.
+    fn send(
+        &mut self,
+        i: usize,
+        target: FuzzTarget,
+        binary: bool,
+        mut body: Vec<u8>,
+        fragments: u8,
+        compress: bool,
+    ) -> Option<Expected> {
+        // Binary goes byte for byte, whatever it holds. A text body gets a leading
+        // letter, which keeps it non-empty, unstripped, and clear of the relay's types.
+        if !binary {
+            body.insert(0, b'm');
+        }
+        let body = if binary { body } else { String::from_utf8_lossy(&body).into_owned().into_bytes() };
+        let token = match &target {
+            FuzzTarget::All => "*".to_owned(),
+            FuzzTarget::Id(n) => (1 + n % 8).to_string(),
+            FuzzTarget::Token(t) => t.clone(),
+        };
+        let mut msg = token.into_bytes();
+        msg.push(b' ');
+        msg.extend_from_slice(&body);
+        let wire = match self.clients[i].deflater.as_mut().filter(|_| compress) {
+            Some(deflater) => fragment_compressed(&deflater.compress(&msg), binary, fragments, i as u8),
+            None => fragment(&msg, binary, fragments, i as u8),
+        };
+        let mut expect = None;
+        if !matches!(target, FuzzTarget::Token(_)) && !self.clients[i].tainted {
+            expect = self.expected(i, &target, binary, &body);
+        }
+        let tainted = matches!(target, FuzzTarget::Token(_));
+        self.feed(i, &wire, tainted);
+        expect
+    }
+
     fn feed(&mut self, i: usize, bytes: &[u8], tainted: bool) {
         let c = &mut self.clients[i];
         c.tainted |= tainted;
@@ -499,8 +628,9 @@ impl Fuzz {
     }
 
     /// A new connection with client `client`'s key takes its seat, if it has
-    /// a key and a seat and the relay takes upgrades.
-    fn resume(&mut self, i: usize) {
+    /// a key and a seat and the relay takes upgrades; it offers
+    /// permessage-deflate if `deflate`, whatever the old one agreed to.
+    fn resume(&mut self, i: usize, deflate: bool) {
         let relay = &self.sim.relay;
         let (Some(key), Some((room, id))) = (self.clients[i].key, relay.member(self.clients[i].conn)) else { return };
         if relay.is_shutting_down() || self.clients.len() >= 24 {
@@ -509,7 +639,7 @@ impl Fuzz {
         let room = String::from_utf8(room.to_vec()).expect("the fuzzer's rooms are text");
         let old = self.clients[i].conn;
         let replaced = self.sim.closed(old).is_none();
-        let conn = self.sim.connect_raw(&with_session(&room, KEYS[key]));
+        let conn = self.sim.connect_raw(&with_session(&room, KEYS[key], deflate));
         if let Some(at) = self.sim.admissions.iter().position(|(c, _)| *c == conn) {
             self.sim.admissions.remove(at);
             self.sim.admit(conn, crate::Verdict::Accept { subject: None });
@@ -522,6 +652,8 @@ impl Fuzz {
         c.kept = Some(Vec::new());
         c.conn = conn;
         c.seen = 2;
+        // A new connection, a new negotiation: its context starts afresh.
+        c.deflater = deflate.then(|| Deflater::new(15, true));
         if replaced {
             // The connection it replaced lives on until its close: a client of its own now.
             let seen = self.sim.peer(old).inbox.len();
@@ -535,6 +667,7 @@ impl Fuzz {
                 key: None,
                 kept: None,
                 resumed: None,
+                deflater: None,
             });
         }
     }
@@ -554,6 +687,7 @@ impl Fuzz {
             key: None,
             kept: Some(Vec::new()),
             resumed: None,
+            deflater: None,
         });
     }
 
@@ -697,11 +831,33 @@ impl Fuzz {
     }
 }
 
-/// An upgrade to `room` offering session `key`.
-fn with_session(room: &str, key: &str) -> Vec<u8> {
-    let request = String::from_utf8(upgrade_request(room, "fuzz")).expect("the request is text");
+/// An upgrade to `room` offering session `key`, and permessage-deflate if `deflate`.
+fn with_session(room: &str, key: &str, deflate: bool) -> Vec<u8> {
+    let request = match deflate {
+        true => upgrade_request_offering(room, "fuzz", OFFERS[0].0),
+        false => upgrade_request(room, "fuzz"),
+    };
+    let request = String::from_utf8(request).expect("the request is text");
     let protocols = format!("\r\nSec-WebSocket-Protocol: ws-relay, ws-relay.session.{key}\r\n\r\n");
     request.replace("\r\n\r\n", &protocols).into_bytes()
+}
+
+/// A compressed relay message's payload as `fragments` masked frames, RSV1
+/// on the first (RFC 7692 §6.1).
+fn fragment_compressed(deflated: &[u8], binary: bool, fragments: u8, key: u8) -> Vec<u8> {
+    let n = usize::from(fragments.clamp(1, 8));
+    let size = deflated.len().div_ceil(n).max(1);
+    let pieces: Vec<&[u8]> = if deflated.is_empty() { vec![&[][..]] } else { deflated.chunks(size).collect() };
+    let mut wire = Vec::new();
+    for (k, piece) in pieces.iter().enumerate() {
+        let opcode = match (k, binary) {
+            (0, true) => OpCode::Binary,
+            (0, false) => OpCode::Text,
+            _ => OpCode::Continuation,
+        };
+        masked_frame_rsv1(&mut wire, k + 1 == pieces.len(), k == 0, opcode, piece, [key, 0xA5, !key, 0x3C]);
+    }
+    wire
 }
 
 /// A relay message as `fragments` masked frames.

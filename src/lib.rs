@@ -44,7 +44,8 @@ pub use proto::admission::{Admission, Refusal, Verdict};
 pub use proto::api::{ApiReply, ApiRequest, To, Who};
 pub use proto::budget::Budget;
 pub use proto::config::{
-    Capacity, Config, ConfigError, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, Secret, MAX_DURATION,
+    Capacity, Config, ConfigError, Deflate, FloodLimits, HandshakeLimits, Listener, MessageLimits, Mode, Secret,
+    MAX_DURATION,
 };
 pub use proto::error::{HandshakeError, ProtocolError, RelayError};
 pub use proto::metrics::{render as render_metrics, ProcessInfo, Snapshot};

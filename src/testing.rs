@@ -295,6 +295,11 @@ impl Sim {
     pub fn closed(&self, conn: ConnId) -> Option<CloseReason> {
         self.peer(conn).closed
     }
+
+    /// How many messages reached `conn` compressed (permessage-deflate).
+    pub fn compressed(&self, conn: ConnId) -> u64 {
+        self.peer(conn).parser.compressed()
+    }
 }
 
 /// A masked client frame, with a fixed mask.

@@ -158,7 +158,8 @@ fn protocol_errors_fail_the_connection_with_their_code() {
     masked_frame(&mut split_utf8, false, OpCode::Text, b"* caf\xc3", [1, 2, 3, 4]);
     masked_frame(&mut split_utf8, true, OpCode::Continuation, b"\x28", [1, 2, 3, 4]);
     let mut oversize_header = Vec::new();
-    FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 101 }.encode(&mut oversize_header);
+    FrameHeader { fin: true, rsv1: false, opcode: OpCode::Binary, mask: Some([0; 4]), len: 101 }
+        .encode(&mut oversize_header);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked", unmasked, 1002),
         ("rsv bit", rsv, 1002),

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::deflate::MAX_RESPONSE as MAX_EXTENSIONS_RESPONSE;
 use super::http::MAX_ACCEPT_RESPONSE;
 
 /// What an upgraded connection does with its messages.
@@ -60,6 +61,25 @@ pub struct FloodLimits {
     pub byte_burst: u64,
 }
 
+/// permessage-deflate (RFC 7692), offered to clients that ask for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deflate {
+    /// Messages with fewer payload bytes than this go out uncompressed:
+    /// compressing them saves too little to pay for itself.
+    pub min_size: usize,
+}
+
+impl Deflate {
+    /// Messages from 128 bytes on are compressed.
+    pub const DEFAULT: Deflate = Deflate { min_size: 128 };
+}
+
+impl Default for Deflate {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Caps past which an upgrade is refused with 503.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
@@ -91,6 +111,9 @@ pub struct Config {
     pub capacity: Capacity,
     /// Per-client flood control; `None` turns it off.
     pub flood: Option<FloodLimits>,
+    /// permessage-deflate for the clients that offer it; `None` (the
+    /// default) declines every offer, as latency comes first.
+    pub deflate: Option<Deflate>,
     /// When set, a browser upgrade (one with an `Origin` header) is refused
     /// with 403 unless its origin, e.g. `https://game.example`, is listed.
     pub allowed_origins: Option<Vec<String>>,
@@ -148,6 +171,7 @@ impl Config {
         api_key: None,
         max_api_body: 64 * 1024,
         flood: Some(FloodLimits::DEFAULT),
+        deflate: None,
         capacity: Capacity {
             max_clients: 100_000,
             max_room_clients: 1024,
@@ -180,7 +204,8 @@ impl Config {
         }
         let needed = self.min_pending();
         if self.max_pending < needed {
-            return Err(ConfigError::OutputBoundTooSmall { max_pending: self.max_pending, needed });
+            let head = self.max_answer_head();
+            return Err(ConfigError::OutputBoundTooSmall { max_pending: self.max_pending, needed, head });
         }
         let counts = [
             ("max_handshakes", self.capacity.max_handshakes),
@@ -196,16 +221,25 @@ impl Config {
 
     /// The smallest `max_pending` that holds a newcomer's answer in a full
     /// room (the 101, `self`, and a `<id> join` frame of at most 27 bytes for
-    /// every peer; in echo mode the 101 alone) plus one largest message with its frame header and the
-    /// sender's `<id> ` prefix: a client is never a slow consumer for what it
-    /// could not have read yet.
+    /// every peer; in echo mode the 101 alone; with deflate its
+    /// `Sec-WebSocket-Extensions` line too) plus one largest message with its
+    /// frame header and the sender's `<id> ` prefix: a client is never a slow
+    /// consumer for what it could not have read yet. (A compressed message is
+    /// sent only when it is smaller than the plain one.)
     pub fn min_pending(&self) -> usize {
         let join_list = match self.mode {
             Mode::Relay => MAX_NOTICE.saturating_mul(self.capacity.max_room_clients),
             Mode::Echo => 0,
         };
-        let answer = MAX_ACCEPT_RESPONSE.saturating_add(join_list);
+        let answer = self.max_answer_head().saturating_add(join_list);
         answer.saturating_add(self.message.max_message).saturating_add(64)
+    }
+}
+
+impl Config {
+    /// The longest 101 response head this configuration writes.
+    fn max_answer_head(&self) -> usize {
+        MAX_ACCEPT_RESPONSE + if self.deflate.is_some() { MAX_EXTENSIONS_RESPONSE } else { 0 }
     }
 }
 
@@ -256,6 +290,9 @@ pub enum ConfigError {
         max_pending: usize,
         /// The least it must be ([`Config::min_pending`]).
         needed: usize,
+        /// The 101 response's head, counted in `needed`: 256 bytes, 416
+        /// with permessage-deflate on.
+        head: usize,
     },
     /// A duration is zero or longer than [`MAX_DURATION`].
     DurationOutOfRange {
@@ -278,10 +315,10 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OutputBoundTooSmall { max_pending, needed } => write!(
+            Self::OutputBoundTooSmall { max_pending, needed, head } => write!(
                 f,
                 "max_pending ({max_pending}) must be at least {needed}: a newcomer's join list in a full room \
-                 (max_room_clients x 27 bytes + 256) plus one largest message (max_message + 64)"
+                 (max_room_clients x 27 bytes + {head}) plus one largest message (max_message + 64)"
             ),
             Self::DurationOutOfRange { name, value } => {
                 write!(f, "{name} ({value:?}) must be more than 0 and at most {MAX_DURATION:?}")
@@ -307,7 +344,10 @@ mod tests {
             ..Config::DEFAULT
         };
         let needed = 256 + 27 * 1024 + 4000 + 64;
-        assert_eq!(small.validate(), Err(ConfigError::OutputBoundTooSmall { max_pending: 8192, needed }));
+        assert_eq!(small.validate(), Err(ConfigError::OutputBoundTooSmall { max_pending: 8192, needed, head: 256 }));
+        let deflate = Config { deflate: Some(Deflate::DEFAULT), ..small };
+        let (needed, head) = (needed + 160, 256 + 160);
+        assert_eq!(deflate.validate(), Err(ConfigError::OutputBoundTooSmall { max_pending: 8192, needed, head }));
         let huge = Config { ping_interval: Duration::from_secs(10_000_000_000_000_000_000), ..Config::DEFAULT };
         assert!(matches!(huge.validate(), Err(ConfigError::DurationOutOfRange { name: "ping_interval", .. })));
         let zero = Config { close_timeout: Duration::ZERO, ..Config::DEFAULT };

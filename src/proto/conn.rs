@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::action::{CloseReason, ConnId};
 use super::config::{Config, Listener};
+use super::deflate::Agreed;
 use super::handshake::RequestReader;
 use super::message::MessageDecoder;
 use super::rate::RateLimiter;
@@ -76,6 +77,8 @@ pub(crate) struct Pending {
     pub(crate) origin: Option<Vec<u8>>,
     /// The SHA-256 of the session key it offered, if it offered one.
     pub(crate) session: Option<[u8; 32]>,
+    /// The permessage-deflate parameters the 101 will agree to, if any.
+    pub(crate) deflate: Option<Agreed>,
 }
 
 /// A connection known to the core.
@@ -103,6 +106,8 @@ pub(crate) struct Conn {
     pub(crate) rate: RateLimiter,
     /// The SHA-256 of its session key, while its seat can be resumed.
     pub(crate) session: Option<[u8; 32]>,
+    /// The permessage-deflate parameters its upgrade agreed to, if any.
+    pub(crate) deflate: Option<Agreed>,
 }
 
 impl Conn {
@@ -134,6 +139,7 @@ impl Phase {
                 w.opt(upgrade.token.as_deref(), |w, t| w.bytes(t.as_bytes()));
                 w.opt(upgrade.origin.as_deref(), Writer::bytes);
                 w.opt(upgrade.session.as_ref(), |w, d| w.bytes(d));
+                w.opt(upgrade.deflate.as_ref(), |w, a| a.save(w));
             }
             Self::Open { seat, ping_sent } => {
                 w.u8(2);
@@ -170,7 +176,8 @@ impl Phase {
                 let token = r.opt(Reader::string)?;
                 let origin = r.opt(|r| r.bytes().map(<[u8]>::to_vec))?;
                 let session = r.opt(digest)?;
-                let upgrade = Box::new(Pending { room, accept, ws_relay, token, origin, session });
+                let deflate = r.opt(Agreed::load)?;
+                let upgrade = Box::new(Pending { room, accept, ws_relay, token, origin, session, deflate });
                 Self::Admitting { upgrade, deadline, early }
             }
             2 => Self::Open { seat: r.opt(Seat::load)?, ping_sent: r.opt(Reader::time)? },
@@ -196,6 +203,7 @@ impl Conn {
         w.opt(self.scheduled, Writer::time);
         self.rate.save(w);
         w.opt(self.session.as_ref(), |w, d| w.bytes(d));
+        w.opt(self.deflate.as_ref(), |w, a| a.save(w));
         self.phase.save(w);
         self.decoder.save(w);
     }
@@ -215,9 +223,23 @@ impl Conn {
         let scheduled = r.opt(Reader::time)?;
         let rate = RateLimiter::load(r)?;
         let session = r.opt(digest)?;
+        let deflate = r.opt(Agreed::load)?;
         let phase = Phase::load(r, config, listener)?;
-        let decoder = MessageDecoder::load(r, config.message)?;
-        Ok(Self { id, listener, phase, decoder, peer, counted_ip, admitted, last_read, scheduled, rate, session })
+        let decoder = MessageDecoder::load(r, config.message, deflate)?;
+        Ok(Self {
+            id,
+            listener,
+            phase,
+            decoder,
+            peer,
+            counted_ip,
+            admitted,
+            last_read,
+            scheduled,
+            rate,
+            session,
+            deflate,
+        })
     }
 }
 

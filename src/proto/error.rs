@@ -45,6 +45,9 @@ pub enum HandshakeError {
     /// A `ws-relay.session.<key>` subprotocol whose key is not 22 to 64
     /// base64url characters, or more than one.
     BadSessionKey,
+    /// A `Sec-WebSocket-Extensions` header that is not an extension list
+    /// (RFC 6455 §9.1), with permessage-deflate on.
+    BadExtensions,
     /// A plain HTTP request for a path the relay does not serve.
     NotFound,
     /// The client did not finish its request in time.
@@ -80,7 +83,8 @@ impl HandshakeError {
             | Self::MissingHost
             | Self::UnexpectedBody
             | Self::BadKey
-            | Self::BadSessionKey => Status::BadRequest,
+            | Self::BadSessionKey
+            | Self::BadExtensions => Status::BadRequest,
             Self::HeadTooLarge => Status::HeaderFieldsTooLarge,
             Self::TargetTooLong => Status::UriTooLong,
             Self::MethodNotAllowed => Status::MethodNotAllowed,
@@ -121,6 +125,7 @@ impl fmt::Display for HandshakeError {
             Self::UnsupportedVersion => "only WebSocket version 13 is supported",
             Self::BadKey => "Sec-WebSocket-Key must be 16 bytes in base64",
             Self::BadSessionKey => "a session key is one ws-relay.session.<key> of 22 to 64 base64url characters",
+            Self::BadExtensions => "Sec-WebSocket-Extensions is not an extension list (RFC 6455 section 9.1)",
             Self::NotFound => "not found",
             Self::Timeout => "request timeout",
             Self::ShuttingDown => "shutting down",
@@ -139,7 +144,9 @@ impl std::error::Error for HandshakeError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// An RSV bit is set and no extension was negotiated.
+    /// An RSV bit is set that no negotiated extension gives a meaning: RSV2
+    /// or RSV3, RSV1 without permessage-deflate, or RSV1 on a control frame
+    /// or a continuation.
     ReservedBits,
     /// The opcode is one RFC 6455 reserves.
     ReservedOpcode,
@@ -169,13 +176,16 @@ pub enum ProtocolError {
     MessageTooBig,
     /// A message was split into more fragments than allowed.
     TooManyFragments,
+    /// A compressed message (permessage-deflate) is not valid DEFLATE data.
+    BadCompressedData,
 }
 
 impl ProtocolError {
     /// The close code this error is answered with.
     pub fn close_code(self) -> u16 {
         match self {
-            Self::InvalidUtf8 | Self::InvalidCloseReason => 1007,
+            // RFC 6455 §7.4.1: data not consistent with the message's type.
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::BadCompressedData => 1007,
             Self::MessageTooBig | Self::TooManyFragments => 1009,
             _ => 1002,
         }
@@ -200,6 +210,7 @@ impl fmt::Display for ProtocolError {
             Self::InvalidUtf8 => "text message is not UTF-8",
             Self::MessageTooBig => "message too big",
             Self::TooManyFragments => "too many fragments",
+            Self::BadCompressedData => "compressed message is not valid DEFLATE data",
         })
     }
 }
@@ -271,6 +282,7 @@ impl HandshakeError {
         Self::TooManyHandshakes,
         // New variants go last: the state format names a variant by its place here.
         Self::BadSessionKey,
+        Self::BadExtensions,
     ];
 }
 
@@ -292,6 +304,8 @@ impl ProtocolError {
         Self::InvalidUtf8,
         Self::MessageTooBig,
         Self::TooManyFragments,
+        // New variants go last: the state format names a variant by its place here.
+        Self::BadCompressedData,
     ];
 }
 

@@ -63,6 +63,10 @@ impl OpCode {
 pub struct FrameHeader {
     /// Last frame of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate (RFC 7692 §6), set on the first frame of
+    /// a compressed message. Only data frames may carry it; whether it is
+    /// allowed at all is the connection's rule, not the header's.
+    pub rsv1: bool,
     /// What the frame carries.
     pub opcode: OpCode,
     /// The masking key; clients must send one, servers never do.
@@ -75,15 +79,22 @@ impl FrameHeader {
     /// Parses a header from the front of `buf`. `Ok(None)` means more bytes are
     /// needed; otherwise returns the header and how many bytes it took.
     ///
-    /// Refuses RSV bits, reserved opcodes, non-minimal length encodings, a 64-bit
-    /// length with its high bit set, and control frames that are fragmented or
-    /// longer than 125 bytes. Whether a mask is required is the caller's rule.
+    /// Refuses RSV2 and RSV3, RSV1 on a control frame, reserved opcodes,
+    /// non-minimal length encodings, a 64-bit length with its high bit set,
+    /// and control frames that are fragmented or longer than 125 bytes.
+    /// Whether a mask is required, and RSV1 on a data frame allowed, is the
+    /// caller's rule.
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
-        if b0 & 0x70 != 0 {
+        if b0 & 0x30 != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode)?;
+        let rsv1 = b0 & 0x40 != 0;
+        // RFC 7692 §6: no extension defined here gives RSV1 a meaning on a control frame.
+        if rsv1 && opcode.is_control() {
+            return Err(ProtocolError::ReservedBits);
+        }
         let fin = b0 & 0x80 != 0;
         let masked = b1 & 0x80 != 0;
         let (len, len_bytes) = match b1 & 0x7F {
@@ -126,12 +137,12 @@ impl FrameHeader {
         } else {
             None
         };
-        Ok(Some((FrameHeader { fin, opcode, mask, len }, at)))
+        Ok(Some((FrameHeader { fin, rsv1, opcode, mask, len }, at)))
     }
 
     /// Appends this header in its minimal encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let b0 = (u8::from(self.fin) << 7) | self.opcode.bits();
+        let b0 = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         if self.len < 126 {
             // Fits in seven bits by the branch condition.
@@ -172,10 +183,17 @@ fn rotate_mask(mask: [u8; 4], offset: usize) -> [u8; 4] {
 /// Appends one whole unmasked server frame whose payload is `parts`, joined.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, parts: &[&[u8]]) {
     let len = parts.iter().map(|p| p.len() as u64).sum();
-    FrameHeader { fin: true, opcode, mask: None, len }.encode(out);
+    FrameHeader { fin: true, rsv1: false, opcode, mask: None, len }.encode(out);
     for p in parts {
         out.extend_from_slice(p);
     }
+}
+
+/// Appends one whole unmasked server frame of a compressed message: RSV1
+/// set, `deflated` its payload (RFC 7692 §7.2.1).
+pub(crate) fn encode_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, deflated: &[u8]) {
+    FrameHeader { fin: true, rsv1: true, opcode, mask: None, len: deflated.len() as u64 }.encode(out);
+    out.extend_from_slice(deflated);
 }
 
 /// What [`FrameDecoder::decode`] found in the bytes it consumed.
@@ -218,6 +236,7 @@ impl OpCode {
 impl FrameHeader {
     pub(crate) fn save(&self, w: &mut Writer) {
         w.bool(self.fin);
+        w.bool(self.rsv1);
         self.opcode.save(w);
         w.opt(self.mask, |w, m| w.u32(u32::from_le_bytes(m)));
         w.u64(self.len);
@@ -226,6 +245,7 @@ impl FrameHeader {
     pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
         Ok(Self {
             fin: r.bool()?,
+            rsv1: r.bool()?,
             opcode: OpCode::load(r)?,
             mask: r.opt(|r| Ok(r.u32()?.to_le_bytes()))?,
             len: r.u64()?,
@@ -333,7 +353,8 @@ mod tests {
     #[test]
     fn header_lengths_round_trip_in_minimal_form() {
         for len in [0u64, 125, 126, 0xFFFF, 0x1_0000, 1 << 40] {
-            let h = FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([1, 2, 3, 4]), len };
+            let h =
+                FrameHeader { fin: true, rsv1: len % 2 == 0, opcode: OpCode::Binary, mask: Some([1, 2, 3, 4]), len };
             let mut buf = Vec::new();
             h.encode(&mut buf);
             assert_eq!(FrameHeader::parse(&buf).unwrap(), Some((h, buf.len())));
@@ -345,8 +366,10 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc6455_forbids() {
-        let cases: [(&[u8], ProtocolError); 7] = [
-            (&[0x81 | 0x40, 0x80], ProtocolError::ReservedBits),
+        let cases: [(&[u8], ProtocolError); 9] = [
+            (&[0x81 | 0x20, 0x80], ProtocolError::ReservedBits),
+            (&[0x81 | 0x10, 0x80], ProtocolError::ReservedBits),
+            (&[0x89 | 0x40, 0x80], ProtocolError::ReservedBits),
             (&[0x83, 0x80], ProtocolError::ReservedOpcode),
             (&[0x8B, 0x80], ProtocolError::ReservedOpcode),
             (&[0x82, 0xFE, 0x00, 0x7D], ProtocolError::NonMinimalLength),
@@ -358,6 +381,9 @@ mod tests {
             assert_eq!(FrameHeader::parse(bytes), Err(err), "{bytes:02x?}");
         }
         assert_eq!(FrameHeader::parse(&[0x89, 0xFE, 0, 126]), Err(ProtocolError::ControlTooLong));
+        // RSV1 on a data frame is the connection's to judge (permessage-deflate).
+        let (h, _) = FrameHeader::parse(&[0xC1, 0x80, 0, 0, 0, 0]).unwrap().unwrap();
+        assert!(h.rsv1 && h.opcode == OpCode::Text);
     }
 
     #[test]
@@ -379,7 +405,8 @@ mod tests {
     fn decoding_is_the_same_at_every_split() {
         let mut wire = Vec::new();
         for (op, payload) in [(OpCode::Text, &b"hello"[..]), (OpCode::Ping, b""), (OpCode::Binary, &[7u8; 300])] {
-            let h = FrameHeader { fin: true, opcode: op, mask: Some([9, 8, 7, 6]), len: payload.len() as u64 };
+            let h =
+                FrameHeader { fin: true, rsv1: false, opcode: op, mask: Some([9, 8, 7, 6]), len: payload.len() as u64 };
             h.encode(&mut wire);
             let mut p = payload.to_vec();
             apply_mask(&mut p, [9, 8, 7, 6], 0);

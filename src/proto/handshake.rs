@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use super::config::HandshakeLimits;
+use super::deflate::{self, Agreed, Malformed};
 use super::error::HandshakeError;
 use super::http::{self, Resource};
 use super::proxy::{self, Proxied};
@@ -38,6 +39,10 @@ pub(crate) struct Upgrade {
     /// A session key offered as the subprotocol `ws-relay.session.<key>`:
     /// 22 to 64 base64url characters.
     pub(crate) session: Option<Vec<u8>>,
+    /// The permessage-deflate offer the relay would take, if any; `Err` for a
+    /// `Sec-WebSocket-Extensions` header that is no extension list. Whether
+    /// the relay offers compression at all is its configuration's call.
+    pub(crate) deflate: Result<Option<Agreed>, Malformed>,
 }
 
 /// A request to the server API on the operator's port: `/api/...`.
@@ -428,6 +433,7 @@ fn parse_head(head: &[u8], limits: HandshakeLimits, api_body: Option<usize>) -> 
         ws_relay,
         token,
         session,
+        deflate: deflate::negotiate(header("sec-websocket-extensions").map(|h| h.value)),
     }))
 }
 
@@ -506,6 +512,7 @@ mod tests {
                 ws_relay: false,
                 token: None,
                 session: None,
+                deflate: Ok(None),
             })
         );
     }

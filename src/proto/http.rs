@@ -3,6 +3,7 @@
 //! starts (or instead of it).
 
 use super::config::{Config, Listener};
+use super::deflate::{self, Agreed};
 use super::error::HandshakeError;
 use super::pages::{self, Page};
 use super::table::table_enum;
@@ -113,8 +114,9 @@ pub(crate) fn json_response(status: Status, body: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The 101 response that completes an upgrade, selecting the `ws-relay`
-/// subprotocol when the client offered it.
-pub(crate) fn accept_response(accept: &str, ws_relay: bool, out: &mut Vec<u8>) {
+/// subprotocol when the client offered it, and permessage-deflate with the
+/// parameters agreed, if any.
+pub(crate) fn accept_response(accept: &str, ws_relay: bool, deflate: Option<&Agreed>, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
@@ -122,11 +124,15 @@ pub(crate) fn accept_response(accept: &str, ws_relay: bool, out: &mut Vec<u8>) {
     if ws_relay {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ws-relay");
     }
+    if let Some(agreed) = deflate {
+        deflate::write_response(agreed, out);
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// The longest 101 response [`accept_response`] writes, with room for the
-/// headers later protocol options add.
+/// The longest 101 response [`accept_response`] writes without its
+/// `Sec-WebSocket-Extensions` line ([`deflate::MAX_RESPONSE`] more), with
+/// room for the headers later protocol options add.
 pub(crate) const MAX_ACCEPT_RESPONSE: usize = 256;
 
 #[cfg(test)]
@@ -140,8 +146,16 @@ mod tests {
             assert_eq!(Status::from_code(s.code()), Some(*s));
         }
         let mut out = Vec::new();
-        accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", true, &mut out);
+        accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", true, None, &mut out);
         assert!(out.len() <= MAX_ACCEPT_RESPONSE);
+        let most = Agreed {
+            client_no_context_takeover: true,
+            client_max_window_bits: Some(15),
+            server_max_window_bits: Some(15),
+        };
+        let mut with = Vec::new();
+        accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", true, Some(&most), &mut with);
+        assert!(with.len() - out.len() <= deflate::MAX_RESPONSE, "{}", with.len() - out.len());
     }
 
     #[test]

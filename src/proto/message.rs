@@ -1,8 +1,11 @@
 //! Frames into messages: fragmentation with interleaved control frames, the
 //! size and fragment limits (checked from the header, before buffering),
-//! incremental UTF-8 validation of text, and close-frame validation.
+//! incremental UTF-8 validation of text, and close-frame validation. With
+//! permessage-deflate, a message whose first frame has RSV1 set is inflated
+//! as its payload arrives, the limit applying to what it inflates to.
 
 use super::config::MessageLimits;
+use super::deflate::{compressed_limit, Agreed, Inflater};
 use super::error::ProtocolError;
 use super::frame::{FrameDecoder, FrameEvent, FrameHeader, OpCode};
 use super::state::{ImportError, Reader, Writer};
@@ -42,6 +45,12 @@ pub(crate) struct MessageDecoder {
     utf8: Utf8Validator,
     control: Vec<u8>,
     returned: bool,
+    /// permessage-deflate's inflater, once the upgrade agreed to it.
+    inflate: Option<Box<Inflater>>,
+    /// The data message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
+    /// The message last returned was compressed, until asked.
+    inflated: bool,
 }
 
 impl MessageDecoder {
@@ -57,7 +66,21 @@ impl MessageDecoder {
             utf8: Utf8Validator::default(),
             control: Vec::new(),
             returned: false,
+            inflate: None,
+            compressed: false,
+            inflated: false,
         }
+    }
+
+    /// True if the message last returned arrived compressed; asking forgets it.
+    pub(crate) fn take_inflated(&mut self) -> bool {
+        std::mem::take(&mut self.inflated)
+    }
+
+    /// From now on, RSV1 on a message's first frame means compressed
+    /// (RFC 7692 §6): the connection agreed to permessage-deflate.
+    pub(crate) fn set_deflate(&mut self, agreed: Agreed) {
+        self.inflate = Some(Box::new(Inflater::new(agreed)));
     }
 
     /// Consumes bytes from the front of `input` until a message is complete or
@@ -70,16 +93,31 @@ impl MessageDecoder {
         let total = input.len();
         let done = loop {
             let control = self.current.is_some_and(|h| h.opcode.is_control());
-            let sink = if control { &mut self.control } else { &mut self.data };
+            let inflate = self.inflate.as_deref_mut().filter(|_| !control && self.compressed);
+            let sink = match (control, inflate) {
+                (true, _) => &mut self.control,
+                // Compressed payload waits in the inflater, which fills the message.
+                (false, Some(inflate)) => inflate.input(),
+                (false, None) => &mut self.data,
+            };
             let (n, event) = self.frames.decode(input, sink)?;
             input = &input[n..];
             match event {
                 None => return Ok((total - input.len(), None)),
                 Some(FrameEvent::Header(h)) => self.start_frame(h)?,
                 Some(FrameEvent::Payload(n)) => {
-                    if !control && self.data_opcode == Some(OpCode::Text) {
-                        let new = &self.data[self.data.len() - n..];
-                        self.utf8.feed(new)?;
+                    let text = self.data_opcode == Some(OpCode::Text);
+                    match self.inflate.as_deref_mut().filter(|_| !control && self.compressed) {
+                        Some(inflate) => {
+                            let utf8 = &mut self.utf8;
+                            let mut check = |new: &[u8]| if text { utf8.feed(new) } else { Ok(()) };
+                            inflate.inflate(&mut self.data, self.limits.max_message, &mut check)?;
+                        }
+                        None if !control && text => {
+                            let new = &self.data[self.data.len() - n..];
+                            self.utf8.feed(new)?;
+                        }
+                        None => {}
                     }
                 }
                 Some(FrameEvent::End) => {
@@ -117,6 +155,11 @@ impl MessageDecoder {
         self.data.capacity() + self.control.capacity()
     }
 
+    /// Memory the inflater holds, for `/metrics`.
+    pub(crate) fn inflate_memory(&self) -> usize {
+        self.inflate.as_ref().map_or(0, |i| i.memory())
+    }
+
     pub(crate) fn save(&self, w: &mut Writer) {
         self.frames.save(w);
         w.opt(self.current.as_ref(), |w, h| h.save(w));
@@ -126,10 +169,17 @@ impl MessageDecoder {
         w.len(self.fragments);
         self.utf8.save(w);
         w.bytes(&self.control);
+        w.bool(self.compressed);
+        w.opt(self.inflate.as_deref(), |w, i| i.save(w));
     }
 
-    /// A decoder with `limits` where the saved one left off.
-    pub(crate) fn load(r: &mut Reader<'_>, limits: MessageLimits) -> Result<Self, ImportError> {
+    /// A decoder with `limits`, and the permessage-deflate its connection
+    /// agreed to, where the saved one left off.
+    pub(crate) fn load(
+        r: &mut Reader<'_>,
+        limits: MessageLimits,
+        deflate: Option<Agreed>,
+    ) -> Result<Self, ImportError> {
         let frames = FrameDecoder::load(r)?;
         let current = r.opt(FrameHeader::load)?;
         let data = r.bytes()?.to_vec();
@@ -140,7 +190,33 @@ impl MessageDecoder {
         if control.len() > super::frame::MAX_CONTROL_PAYLOAD {
             return Err(ImportError::Corrupt("a control frame over 125 bytes"));
         }
-        Ok(Self { frames, limits, current, data, data_opcode, fragments, utf8, control, returned: false })
+        let compressed = r.bool()?;
+        let inflate = match (r.bool()?, deflate) {
+            (false, _) => None,
+            (true, Some(agreed)) => {
+                let so_far = if compressed { &data[..] } else { &[] };
+                Some(Box::new(Inflater::load(r, agreed, so_far, limits.max_message)?))
+            }
+            (true, None) => return Err(ImportError::Corrupt("an inflater on a connection without deflate")),
+        };
+        if compressed && (inflate.is_none() || data_opcode.is_none()) {
+            return Err(ImportError::Corrupt("a compressed message without an inflater"));
+        }
+        let (returned, inflated) = (false, false);
+        Ok(Self {
+            frames,
+            limits,
+            current,
+            data,
+            data_opcode,
+            fragments,
+            utf8,
+            control,
+            returned,
+            inflate,
+            compressed,
+            inflated,
+        })
     }
 
     fn start_frame(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
@@ -152,12 +228,22 @@ impl MessageDecoder {
                 if self.data_opcode.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
+                if h.rsv1 {
+                    // RFC 7692 §6: RSV1 on a message's first frame means compressed, once agreed.
+                    let Some(inflate) = self.inflate.as_deref_mut() else { return Err(ProtocolError::ReservedBits) };
+                    inflate.begin();
+                }
+                self.compressed = h.rsv1;
                 self.data_opcode = Some(h.opcode);
                 self.fragments = 0;
             }
             OpCode::Continuation => {
                 if self.data_opcode.is_none() {
                     return Err(ProtocolError::UnexpectedContinuation);
+                }
+                // RFC 7692 §6.1: only the first frame of a message carries RSV1.
+                if h.rsv1 {
+                    return Err(ProtocolError::ReservedBits);
                 }
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => {
@@ -171,9 +257,13 @@ impl MessageDecoder {
             return Err(ProtocolError::TooManyFragments);
         }
         // Checked from the header, but memory is taken as the payload arrives:
-        // a header alone claiming a large frame costs nothing.
-        let size = (self.data.len() as u64).saturating_add(h.len);
-        if size > self.limits.max_message as u64 {
+        // a header alone claiming a large frame costs nothing. A compressed
+        // message is checked again as it inflates.
+        let (so_far, limit) = match self.inflate.as_deref().filter(|_| self.compressed) {
+            Some(inflate) => (inflate.compressed_len(), compressed_limit(self.limits.max_message)),
+            None => (self.data.len(), self.limits.max_message),
+        };
+        if (so_far as u64).saturating_add(h.len) > limit as u64 {
             return Err(ProtocolError::MessageTooBig);
         }
         self.current = Some(h);
@@ -189,6 +279,14 @@ impl MessageDecoder {
             _ => {
                 let opcode = self.data_opcode.take();
                 self.returned = true;
+                if let Some(inflate) = self.inflate.as_deref_mut().filter(|_| self.compressed) {
+                    self.compressed = false;
+                    self.inflated = true;
+                    let utf8 = &mut self.utf8;
+                    let text = opcode == Some(OpCode::Text);
+                    let mut check = |new: &[u8]| if text { utf8.feed(new) } else { Ok(()) };
+                    inflate.finish(&mut self.data, self.limits.max_message, &mut check)?;
+                }
                 if opcode == Some(OpCode::Text) {
                     self.utf8.finish()?;
                     Some(OpCode::Text)
@@ -227,10 +325,14 @@ pub(crate) fn is_valid_close_code(code: u16) -> bool {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_all<'a>(
     limits: MessageLimits,
+    deflate: Option<Agreed>,
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Vec<crate::client::Received>, Option<ProtocolError>) {
     use crate::client::Received;
     let mut decoder = MessageDecoder::new(limits);
+    if let Some(agreed) = deflate {
+        decoder.set_deflate(agreed);
+    }
     let mut got = Vec::new();
     for piece in pieces {
         let mut rest = piece;
@@ -270,11 +372,11 @@ mod tests {
     }
 
     fn run(chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_all(LIMITS, chunks.iter().copied())
+        decode_all(LIMITS, None, chunks.iter().copied())
     }
 
     fn byte_by_byte(wire: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
-        decode_all(LIMITS, wire.chunks(1))
+        decode_all(LIMITS, None, wire.chunks(1))
     }
 
     #[test]
@@ -328,7 +430,8 @@ mod tests {
     #[test]
     fn size_is_checked_from_the_header() {
         let mut header = Vec::new();
-        FrameHeader { fin: true, opcode: OpCode::Binary, mask: Some([0; 4]), len: 1001 }.encode(&mut header);
+        FrameHeader { fin: true, rsv1: false, opcode: OpCode::Binary, mask: Some([0; 4]), len: 1001 }
+            .encode(&mut header);
         // Only the header is sent: the refusal does not wait for the payload.
         assert_eq!(run(&[&header]).1, Some(ProtocolError::MessageTooBig));
         let mut split = client_frame(false, OpCode::Binary, &[0; 600]);

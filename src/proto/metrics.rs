@@ -107,6 +107,10 @@ pub(crate) struct Gauges {
     pub(crate) pending: usize,
     /// Sessions parked, waiting to be resumed.
     pub(crate) parked: usize,
+    /// Clients that agreed to permessage-deflate.
+    pub(crate) deflate_clients: usize,
+    /// Memory held by inflaters, their windows and the compressors.
+    pub(crate) deflate_buffers: usize,
 }
 
 impl Snapshot {
@@ -118,8 +122,21 @@ impl Snapshot {
 
 impl Gauges {
     fn add(&mut self, other: &Gauges) {
-        let Gauges { connections, handshakes, clients, rooms, input_buffers, output_buffers, pending, parked } = *other;
+        let Gauges {
+            connections,
+            handshakes,
+            clients,
+            rooms,
+            input_buffers,
+            output_buffers,
+            pending,
+            parked,
+            deflate_clients,
+            deflate_buffers,
+        } = *other;
         self.parked += parked;
+        self.deflate_clients += deflate_clients;
+        self.deflate_buffers += deflate_buffers;
         self.connections += connections;
         self.handshakes += handshakes;
         self.clients += clients;
@@ -175,9 +192,23 @@ pub fn render(shards: &[Snapshot], out: &mut Vec<u8>) {
     metric(
         "ws_relay_buffer_bytes",
         "gauge",
-        "Memory held in per-connection buffers: messages being received, bytes waiting to be written.",
-        &[("{buffer=\"input\"}", gauges.input_buffers as u64), ("{buffer=\"output\"}", gauges.output_buffers as u64)],
+        "Memory held in per-connection buffers: messages being received, bytes waiting to be written, \
+         permessage-deflate's inflaters and compressors.",
+        &[
+            ("{buffer=\"input\"}", gauges.input_buffers as u64),
+            ("{buffer=\"output\"}", gauges.output_buffers as u64),
+            ("{buffer=\"deflate\"}", gauges.deflate_buffers as u64),
+        ],
     );
+    let help = "Clients that agreed to permessage-deflate.";
+    metric("ws_relay_deflate_clients", "gauge", help, &[("", gauges.deflate_clients as u64)]);
+    let help = "Messages the relay compressed: one per message and window size, however many recipients share it.";
+    metric("ws_relay_compressions_total", "counter", help, &[("", stats.compressions)]);
+    let help = "Payload bytes of the messages sent compressed, before (in) and after (out) compression.";
+    let samples = [("{stage=\"in\"}", stats.compressed_in), ("{stage=\"out\"}", stats.compressed_out)];
+    metric("ws_relay_compressed_bytes_total", "counter", help, &samples);
+    let help = "Compressed messages received from clients and inflated.";
+    metric("ws_relay_inflated_messages_total", "counter", help, &[("", stats.inflated)]);
     metric(
         "ws_relay_pending_bytes",
         "gauge",

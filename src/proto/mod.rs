@@ -6,7 +6,8 @@
 //!
 //! - bytes → [`handshake`] (the upgrade request; [`http`] routes and answers
 //!   plain requests) or [`frame`] (RFC 6455 frames, with [`utf8`] validation)
-//! - → [`message`] (frames into messages, within the limits)
+//! - → [`message`] (frames into messages, within the limits; [`deflate`]
+//!   inflates compressed ones, and compresses what goes out)
 //! - → [`envelope`] (`<target> <rest>`) and [`room`] (who is where)
 //! - → [`relay`], which holds every [`conn`]ection and its [`output`]: the
 //!   bytes each driver writes and the bound that makes a slow consumer
@@ -19,6 +20,7 @@ pub(crate) mod api;
 pub(crate) mod budget;
 pub(crate) mod config;
 pub(crate) mod conn;
+pub(crate) mod deflate;
 pub(crate) mod envelope;
 pub(crate) mod error;
 pub(crate) mod frame;

@@ -173,6 +173,10 @@ pub(crate) struct Slot {
     /// When something was last queued for it: a client the relay has sent
     /// nothing for a ping interval is pinged, so proxies see traffic both ways.
     pub(crate) last_queued: Option<Instant>,
+    /// Which compression its messages take: the permessage-deflate window
+    /// bits it agreed to (9 to 15), or 0 for plain frames. Kept beside the
+    /// output so a broadcast reads nothing else per recipient.
+    pub(crate) deflate: u8,
 }
 
 /// Every connection's output, by slot.

@@ -16,9 +16,10 @@ use super::api::{self, ApiReply, ApiRequest, To, Who};
 use super::budget::Budget;
 use super::config::{Config, ConfigError, Listener, Mode};
 use super::conn::{Conn, Pending, Phase};
+use super::deflate::{self, Agreed, Compressors};
 use super::envelope::{self, Target};
 use super::error::{HandshakeError, ProtocolError, RelayError};
-use super::frame::{encode_frame, OpCode};
+use super::frame::{encode_compressed_frame, encode_frame, FrameHeader, OpCode};
 use super::handshake::{ApiCall, Request, RequestReader};
 use super::http::{self, Resource};
 use super::message::{Message, MessageDecoder};
@@ -100,6 +101,10 @@ pub struct Relay {
     notice: Vec<u8>,
     /// The recipients of a frame.
     recipients: Vec<ConnId>,
+    /// permessage-deflate's compressors, one per window size in use.
+    compressors: Compressors,
+    /// The message at hand compressed for each window size, as recipients ask for it.
+    variants: Variants,
     stats: Stats,
     turns: TurnHistogram,
     process: ProcessInfo,
@@ -131,8 +136,9 @@ enum Step {
     Nothing,
     /// The frame is a pong for the sender.
     Pong,
-    /// The frame is the message echoed to its sender.
-    Echo,
+    /// The frame is the message echoed to its sender; `compressed` if it
+    /// arrived compressed, and so goes back compressed.
+    Echo { compressed: bool },
     /// The frame is the message from `from`, for `target` in its room.
     Route { from: Seat, target: Target },
     /// The message breaks the relay's format or flood control: close it.
@@ -143,6 +149,29 @@ enum Step {
     ClientClose(Option<u16>),
     /// The connection is over, for this reason.
     Finish(CloseReason),
+}
+
+/// One message as the recipients that agreed to permessage-deflate get it:
+/// compressed once per window size (9 to 15 bits), when the first such
+/// recipient comes up, and the same bytes for every other.
+#[derive(Debug, Default)]
+struct Variants {
+    /// The compressed frame for each window size, at `bits - 8`.
+    frames: [Vec<u8>; 8],
+    state: [Variant; 8],
+    /// The compressed payload, before its frame header.
+    deflated: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Variant {
+    /// Not compressed for this window yet.
+    #[default]
+    NotYet,
+    /// In `frames`.
+    Compressed,
+    /// Sent plain: under the threshold, or no smaller compressed.
+    Plain,
 }
 
 /// What happens to output still queued when a connection finishes.
@@ -196,6 +225,8 @@ impl Relay {
             scratch: Vec::new(),
             notice: Vec::new(),
             recipients: Vec::new(),
+            compressors: Compressors::default(),
+            variants: Variants::default(),
             stats: Stats::default(),
             turns: TurnHistogram::default(),
             process: ProcessInfo::default(),
@@ -265,7 +296,14 @@ impl Relay {
         };
         for (_, c) in &self.conns {
             gauges.input_buffers += c.decoder.capacity();
+            gauges.deflate_buffers += c.decoder.inflate_memory();
+            if c.deflate.is_some() && matches!(c.phase, Phase::Open { .. } | Phase::Closing { .. }) {
+                gauges.deflate_clients += 1;
+            }
         }
+        gauges.deflate_buffers += self.compressors.memory()
+            + self.variants.frames.iter().map(Vec::capacity).sum::<usize>()
+            + self.variants.deflated.capacity();
         for slot in self.outputs.iter() {
             gauges.output_buffers += slot.output.capacity();
             gauges.pending += slot.output.backlog();
@@ -325,6 +363,7 @@ impl Relay {
             scheduled: None,
             rate: RateLimiter::default(),
             session: None,
+            deflate: None,
         });
         self.outputs.open(id);
         self.schedule(id, deadline);
@@ -644,6 +683,9 @@ impl Relay {
             if let Some(digest) = c.session {
                 self.sessions.insert(digest, c.id);
             }
+            if let (Some(agreed), Some(slot)) = (c.deflate, self.outputs.get_mut(c.id)) {
+                slot.deflate = agreed.class();
+            }
             if let Some(at) = c.scheduled {
                 self.timers.push(at, c.id);
             }
@@ -676,6 +718,8 @@ impl Relay {
         }
         self.recipients = Vec::new();
         self.overflowed = Vec::new();
+        self.variants = Variants::default();
+        self.compressors = Compressors::default();
     }
 
     /// The next thing for the driver to do besides writing.
@@ -799,9 +843,98 @@ impl Relay {
         self.push_frame(conn, OpCode::Close, &[&code.to_be_bytes(), reason.as_bytes()]);
     }
 
-    /// Queues `frame` for every connection in `recipients`; returns how many took it.
+    /// Queues `frame`, a whole data frame, for every connection in
+    /// `recipients`; returns how many took it. A recipient that agreed to
+    /// permessage-deflate gets it compressed for its window, compressed once
+    /// for all who share that window; everyone else gets the same plain bytes.
     fn broadcast(&mut self, frame: &[u8], recipients: &[ConnId]) -> u64 {
+        let mut variants = mem::take(&mut self.variants);
+        variants.state = [Variant::NotYet; 8];
+        let mut took = 0;
+        for &to in recipients {
+            let class = self.outputs.get(to).map_or(0, |slot| slot.deflate);
+            let bytes = if class == 0 { frame } else { self.variant(&mut variants, class, frame) };
+            took += u64::from(self.push(to, bytes, Bound::Applies));
+        }
+        self.variants = variants;
+        took
+    }
+
+    /// Queues one of the relay's notices (`join`, `quit`), a few bytes that
+    /// compression would not shrink, for every connection in `recipients`,
+    /// plain; returns how many took it.
+    fn notify(&mut self, frame: &[u8], recipients: &[ConnId]) -> u64 {
         recipients.iter().map(|&to| u64::from(self.push(to, frame, Bound::Applies))).sum()
+    }
+
+    /// `frame` for recipients of window size `class`: compressed the first
+    /// time one comes up, the same bytes after; plain if it is under the
+    /// threshold or compressing does not make it smaller.
+    fn variant<'v>(&mut self, variants: &'v mut Variants, class: u8, frame: &'v [u8]) -> &'v [u8] {
+        let at = usize::from(class - 8);
+        match variants.state[at] {
+            Variant::Compressed => return &variants.frames[at],
+            Variant::Plain => return frame,
+            Variant::NotYet => {}
+        }
+        let min = self.config.deflate.map_or(usize::MAX, |d| d.min_size);
+        variants.state[at] = Variant::Plain;
+        // The relay's own frames: whole, unmasked, with a header that parses.
+        let Ok(Some((header, len))) = FrameHeader::parse(frame) else { return frame };
+        let payload = &frame[len..];
+        if payload.len() < min || header.rsv1 || header.opcode.is_control() {
+            return frame;
+        }
+        self.stats.compressions += 1;
+        if !self.compressors.compress(class, payload, &mut variants.deflated, false) {
+            return frame;
+        }
+        self.stats.compressed_in += payload.len() as u64;
+        self.stats.compressed_out += variants.deflated.len() as u64;
+        let out = &mut variants.frames[at];
+        out.clear();
+        encode_compressed_frame(out, header.opcode, &variants.deflated);
+        variants.state[at] = Variant::Compressed;
+        out
+    }
+
+    /// Echo mode: `frame` back to `conn`, whose message arrived compressed,
+    /// compressed whatever its size. A conformance suite's client may take
+    /// an uncompressed answer to a compressed message amiss (kosoku 0.1.0's
+    /// cases 12 and 13 do, though RFC 7692 allows it), so echo mode mirrors
+    /// the client's choice. Returns 1 if it was queued.
+    fn echo_compressed(&mut self, conn: ConnId, frame: &[u8]) -> u64 {
+        let class = self.outputs.get(conn).map_or(0, |slot| slot.deflate);
+        let Ok(Some((header, len))) = FrameHeader::parse(frame) else { return 0 };
+        let mut variants = mem::take(&mut self.variants);
+        self.stats.compressions += 1;
+        let payload = &frame[len..];
+        let bytes = if class > 0 && self.compressors.compress(class, payload, &mut variants.deflated, true) {
+            self.stats.compressed_in += payload.len() as u64;
+            self.stats.compressed_out += variants.deflated.len() as u64;
+            let out = &mut variants.frames[usize::from(class - 8)];
+            out.clear();
+            encode_compressed_frame(out, header.opcode, &variants.deflated);
+            &out[..]
+        } else {
+            frame
+        };
+        let took = u64::from(self.push(conn, bytes, Bound::Applies));
+        self.variants = variants;
+        took
+    }
+
+    /// `conn`'s upgrade agreed to permessage-deflate with `agreed`: RSV1
+    /// from it means compressed, and what goes to it is compressed.
+    fn agree_deflate(&mut self, conn: ConnId, agreed: Option<Agreed>) {
+        let Some(agreed) = agreed else { return };
+        if let Some(c) = self.get_mut(conn) {
+            c.deflate = Some(agreed);
+            c.decoder.set_deflate(agreed);
+        }
+        if let Some(slot) = self.outputs.get_mut(conn) {
+            slot.deflate = agreed.class();
+        }
     }
 
     /// Cuts off every client that passed its output bound during the input
@@ -856,9 +989,27 @@ impl Relay {
             self.refuse(conn, HandshakeError::ForbiddenOrigin);
             return false;
         }
+        let deflate = match (self.config.deflate, upgrade.deflate) {
+            (None, _) => None,
+            (Some(_), Ok(agreed)) => agreed,
+            // RFC 6455 §4.2.1: a handshake whose headers are not as §4.2.1 and
+            // §9.1 describe them is answered 400. (A well-formed offer the
+            // relay cannot take is declined instead, RFC 7692 §7.)
+            (Some(_), Err(_)) => {
+                self.refuse(conn, HandshakeError::BadExtensions);
+                return false;
+            }
+        };
         let session = upgrade.session.as_deref().map(|key| <[u8; 32]>::from(Sha256::digest(key)));
-        let mut pending =
-            Pending { room, accept: upgrade.accept, ws_relay: upgrade.ws_relay, token: None, origin: None, session };
+        let mut pending = Pending {
+            room,
+            accept: upgrade.accept,
+            ws_relay: upgrade.ws_relay,
+            token: None,
+            origin: None,
+            session,
+            deflate,
+        };
         if !self.config.admission {
             return self.open_upgrade(conn, pending, None, now);
         }
@@ -896,7 +1047,8 @@ impl Relay {
         self.pending -= 1;
         let mut answer = mem::take(&mut self.scratch);
         answer.clear();
-        http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        http::accept_response(&pending.accept, pending.ws_relay, pending.deflate.as_ref(), &mut answer);
+        self.agree_deflate(conn, pending.deflate);
         if let Some(digest) = pending.session {
             // Its output may move to the connection that resumes it: frames are tracked.
             if let Some(slot) = self.outputs.get_mut(conn) {
@@ -942,7 +1094,8 @@ impl Relay {
                 // A browser cannot read an HTTP status: the refusal is a close code after the 101.
                 let mut answer = mem::take(&mut self.scratch);
                 answer.clear();
-                http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+                http::accept_response(&pending.accept, pending.ws_relay, pending.deflate.as_ref(), &mut answer);
+                self.agree_deflate(conn, pending.deflate);
                 self.push(conn, &answer, Bound::Exempt);
                 self.scratch = answer;
                 let deadline = now.checked_add(self.config.close_timeout);
@@ -1182,7 +1335,7 @@ impl Relay {
         self.push(conn, answer, Bound::Exempt);
         answer.clear();
         encode_frame(answer, OpCode::Text, &[me, b" join"]);
-        let told = self.broadcast(answer, &others);
+        let told = self.notify(answer, &others);
         self.stats.deliveries += 1 + others.len() as u64 + told;
         self.recipients = others;
         debug!("{conn} joined room={:?} id={}", String::from_utf8_lossy(room_name), seat.id);
@@ -1223,7 +1376,7 @@ impl Relay {
         frame.clear();
         let mut digits = [0; 20];
         encode_frame(&mut frame, OpCode::Text, &[envelope::format_id(seat.id, &mut digits), b" quit"]);
-        self.stats.deliveries += self.broadcast(&frame, &others);
+        self.stats.deliveries += self.notify(&frame, &others);
         self.notice = frame;
         self.recipients = others;
     }
@@ -1237,11 +1390,11 @@ impl Relay {
             match step {
                 Step::Gone | Step::NeedMore => break,
                 Step::Nothing => {}
-                Step::Pong | Step::Echo => {
-                    if self.push(conn, &frame, Bound::Applies) && matches!(step, Step::Echo) {
-                        self.stats.deliveries += 1;
-                    }
+                Step::Pong => {
+                    self.push(conn, &frame, Bound::Applies);
                 }
+                Step::Echo { compressed: false } => self.stats.deliveries += self.broadcast(&frame, &[conn]),
+                Step::Echo { compressed: true } => self.stats.deliveries += self.echo_compressed(conn, &frame),
                 Step::Route { from, target } => self.route(from, target, &frame),
                 // The rest of the input is still decoded, in the closing phase:
                 // it holds the client's close frame, or more to be charged to its budget.
@@ -1293,7 +1446,7 @@ impl Relay {
                 return (used, closing.map_or(Step::Reject(RelayError::RateLimited), Step::Finish));
             }
         }
-        let step = match (message, closing) {
+        let mut step = match (message, closing) {
             // The handshake the relay started is complete; the close keeps its cause.
             (Message::Close(_), Some(reason)) => Step::Finish(reason),
             (_, Some(_)) | (Message::Pong(_), None) => Step::Nothing,
@@ -1308,7 +1461,7 @@ impl Relay {
                 match (self.config.mode, seat) {
                     (Mode::Echo, _) => {
                         encode_frame(frame, opcode, &[m]);
-                        Step::Echo
+                        Step::Echo { compressed: false }
                     }
                     (Mode::Relay, Some(from)) => match match opcode {
                         OpCode::Binary => envelope::parse_binary(m),
@@ -1326,6 +1479,12 @@ impl Relay {
                 }
             }
         };
+        if c.decoder.take_inflated() {
+            self.stats.inflated += 1;
+            if let Step::Echo { compressed } = &mut step {
+                *compressed = true;
+            }
+        }
         (used, step)
     }
 
@@ -1553,7 +1712,12 @@ impl Relay {
             }
             (old_ip, _) => old_ip,
         };
-        let kept = self.outputs.get_mut(old).map(|slot| slot.output.take_frames()).unwrap_or_default();
+        let (mut kept, old_class) =
+            self.outputs.get_mut(old).map(|slot| (slot.output.take_frames(), slot.deflate)).unwrap_or_default();
+        if old_class != pending.deflate.map_or(0, |a| a.class()) {
+            // Compressed for a window this connection did not agree to.
+            kept = deflate::plain_frames(&kept);
+        }
         self.rooms.rebind(seat, conn, subject);
         self.sessions.insert(digest, conn);
         if was_parked {
@@ -1577,7 +1741,8 @@ impl Relay {
         self.stats.deliveries += 1;
         let mut answer = mem::take(&mut self.scratch);
         answer.clear();
-        http::accept_response(&pending.accept, pending.ws_relay, &mut answer);
+        http::accept_response(&pending.accept, pending.ws_relay, pending.deflate.as_ref(), &mut answer);
+        self.agree_deflate(conn, pending.deflate);
         if let Some(slot) = self.outputs.get_mut(conn) {
             slot.output.track_frames(answer.len());
         }

@@ -19,25 +19,44 @@
 //! ```text
 //! magic "WSRELAY\0", version u16 = 1, shard index u16, shard count u16,
 //! next generation u32, shutting down u8,
-//! stats:    12 u64 counters, then len + u64 per close kind, per HTTP status,
-//!           per admission refusal (each in the order `/metrics` lists them),
+//! stats:    17 u64 counters (the compression counters the last four),
+//!           then len + u64 per close kind, per HTTP status, per admission
+//!           refusal (each in the order `/metrics` lists them),
 //! turns:    len + u64 per loop-turn bucket, sum of nanoseconds u128,
 //! rooms:    len × { slot u32, name bytes, next id u64,
 //!                   len × { id u64, conn, subject opt<bytes> } },
 //! conns:    len × { conn, listener u8, peer opt<addr>, counted ip opt<ip>,
 //!                   admitted u8, last read time, scheduled opt<time>,
-//!                   flood budgets 2 × opt<time>, phase, decoder,
-//!                   output: pending bytes, overflowed u8 },
+//!                   flood budgets 2 × opt<time>, session opt<bytes>,
+//!                   deflate opt<agreed>, phase, decoder,
+//!                   output: pending bytes, frames start opt<u32>,
+//!                   overflowed u8, last queued opt<time> },
 //! arrivals: len × conn (connections in their handshake, oldest first).
 //! ```
 //!
 //! A phase is a tag and its fields: 0 handshake (deadline opt<time>, the
 //! request reader), 1 admitting (deadline, what the client sent meanwhile,
-//! room, accept key, subprotocol u8, token opt<bytes>, origin opt<bytes>),
-//! 2 open (seat opt<{room slot u32, id u64}>, ping sent opt<time>), 3 closing
-//! (deadline, reason), 4 done. The request reader and the message decoder
+//! room, accept key, subprotocol u8, token opt<bytes>, origin opt<bytes>,
+//! session opt<bytes>, deflate opt<agreed>), 2 open (seat opt<{room slot u32,
+//! id u64}>, ping sent opt<time>), 3 closing (deadline, reason), 4 done,
+//! 5 parked (seat, deadline). The request reader and the message decoder
 //! are written field by field, in the order their own `save` functions give.
 //! An address is 4 or 6, the IP's bytes, and for a socket address its port.
+//!
+//! permessage-deflate: `agreed` is what the upgrade agreed to,
+//! { client_no_context_takeover u8, client_max_window_bits opt<u8>,
+//! server_max_window_bits opt<u8> }. The decoder ends with the data message
+//! in progress being compressed (u8) and, once deflate is agreed, its
+//! inflater opt<{ context live u8, window bytes, input bytes }>: zlib's
+//! state cannot be read out through flate2, so the window is the last
+//! 2^client_max_window_bits bytes (32 KiB at most) the client's messages
+//! inflated to, kept while its context carries over, and the input is the
+//! compressed payload of the message in progress. A relay that imports it
+//! primes a fresh inflater with the window (`inflateSetDictionary`, which
+//! raw DEFLATE streams allow) and inflates the input again, which must give
+//! the bytes of the message so far, so the client's stream goes on where it
+//! was, even in the middle of a message. The relay's own compression keeps
+//! no state between messages (`server_no_context_takeover`).
 //!
 //! A reader refuses anything it did not write: a wrong magic, a version it
 //! does not know, another shard layout, a count or value out of range, a

@@ -38,6 +38,15 @@ pub struct Stats {
     pub resumes: u64,
     /// Parked sessions whose window passed: their seat went.
     pub sessions_expired: u64,
+    /// Messages the relay compressed (permessage-deflate): one per message
+    /// and window size, however many recipients share it.
+    pub compressions: u64,
+    /// Payload bytes of the messages compressed and sent compressed.
+    pub compressed_in: u64,
+    /// What those payloads compressed to.
+    pub compressed_out: u64,
+    /// Compressed messages received from clients, and inflated.
+    pub inflated: u64,
     closes: [u64; CloseKind::COUNT],
     refused: [u64; Status::COUNT],
     admission_refusals: [u64; Refusal::COUNT],
@@ -116,6 +125,10 @@ impl Stats {
             api_calls,
             resumes,
             sessions_expired,
+            compressions,
+            compressed_in,
+            compressed_out,
+            inflated,
             closes,
             refused,
             admission_refusals,
@@ -134,6 +147,10 @@ impl Stats {
         self.api_calls += api_calls;
         self.resumes += resumes;
         self.sessions_expired += sessions_expired;
+        self.compressions += compressions;
+        self.compressed_in += compressed_in;
+        self.compressed_out += compressed_out;
+        self.inflated += inflated;
         self.admission_refusals.iter_mut().zip(admission_refusals).for_each(|(a, b)| *a += b);
         self.tls_failures.iter_mut().zip(tls_failures).for_each(|(a, b)| *a += b);
         self.closes.iter_mut().zip(closes).for_each(|(a, b)| *a += b);
@@ -154,7 +171,7 @@ impl Stats {
     /// than this build knows (a newer build's) keeps the ones it knows.
     pub(crate) fn load(r: &mut Reader<'_>) -> Result<Self, ImportError> {
         let mut s = Stats::default();
-        let mut scalars = [0; 13];
+        let mut scalars = [0; 17];
         for n in &mut scalars {
             *n = r.u64()?;
         }
@@ -172,6 +189,10 @@ impl Stats {
             s.api_calls,
             s.resumes,
             s.sessions_expired,
+            s.compressions,
+            s.compressed_in,
+            s.compressed_out,
+            s.inflated,
         ] = scalars;
         let tables = [&mut s.closes[..], &mut s.refused[..], &mut s.admission_refusals[..], &mut s.tls_failures[..]];
         for counts in tables {
@@ -186,7 +207,7 @@ impl Stats {
         Ok(s)
     }
 
-    fn scalars(&self) -> [u64; 13] {
+    fn scalars(&self) -> [u64; 17] {
         [
             self.connections,
             self.upgrades,
@@ -201,6 +222,10 @@ impl Stats {
             self.api_calls,
             self.resumes,
             self.sessions_expired,
+            self.compressions,
+            self.compressed_in,
+            self.compressed_out,
+            self.inflated,
         ]
     }
 

@@ -2,6 +2,7 @@
 //! protocol. One thread, a hand-written mio loop, so that it is not the
 //! bottleneck; it reports its own CPU time so a reader can check.
 
+mod deflate;
 mod fleet;
 mod report;
 mod tls;
@@ -175,6 +176,9 @@ enum Mode {
     /// close, join, quit, new id, lost, repeated or reordered message, or
     /// outcome other than the planned one.
     Takeover,
+    /// The game load with JSON reports against a relay started with --deflate, first with clients that do
+    /// not offer permessage-deflate, then with clients that do: relay CPU per delivery and bytes on the wire.
+    Deflate,
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
@@ -322,6 +326,18 @@ fn run(args: &Args) -> Result<(), String> {
                 );
             }
         }
+        Mode::Deflate => deflate::run(&deflate::Load {
+            addr: args.addr,
+            prefix: args.prefix.clone(),
+            rooms: args.rooms,
+            clients: args.clients,
+            rate: args.rate,
+            size: args.size,
+            warmup: args.warmup,
+            duration: args.duration,
+            relay_pid: args.relay_pid,
+            json: args.json,
+        })?,
         Mode::Soak => {
             let plan = SoakPlan {
                 rooms: args.rooms,
