@@ -658,7 +658,8 @@ fn every_flag_reads_an_environment_variable_named_after_it() {
     assert!(flags.len() >= 24, "{help}");
     for flag in flags {
         let env = format!("[env: WS_RELAY_{}=", flag.to_uppercase().replace('-', "_"));
-        let entry = help.split(&format!("--{flag}")).nth(1).unwrap().split("\n      -").next().unwrap();
+        // The flag's own entry, not another's help mentioning it.
+        let entry = help.split(&format!("\n      --{flag}")).nth(1).unwrap().split("\n      -").next().unwrap();
         assert!(entry.contains(&env), "--{flag} has no {env}");
     }
     // And the variable is honoured, not just listed.

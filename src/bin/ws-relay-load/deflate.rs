@@ -22,6 +22,7 @@ use ws_relay::client::{masked_frame, masked_frame_rsv1, upgrade_request, upgrade
 use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::cpu_seconds;
+use crate::wait::{Waiter, TIMER};
 
 /// What a browser offers.
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -88,6 +89,7 @@ struct Phase {
 struct Net {
     poll: Poll,
     events: Events,
+    waiter: Waiter,
     clients: Slab<Client>,
     buf: Vec<u8>,
     epoch: Instant,
@@ -189,8 +191,10 @@ fn report_time(message: &[u8]) -> Option<u64> {
 }
 
 fn phase(load: &Load, deflate: bool) -> Result<Phase, String> {
+    let poll = Poll::new().map_err(|e| e.to_string())?;
     let mut net = Net {
-        poll: Poll::new().map_err(|e| e.to_string())?,
+        waiter: Waiter::new(&poll).map_err(|e| e.to_string())?,
+        poll,
         events: Events::with_capacity(4096),
         clients: Slab::new(),
         buf: vec![0; 256 * 1024],
@@ -314,12 +318,13 @@ impl Net {
     }
 
     fn turn(&mut self, timeout: Option<Duration>, window: Option<(u64, u64)>) -> Result<(), String> {
-        match self.poll.poll(&mut self.events, timeout) {
+        match self.waiter.poll(&mut self.poll, &mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
-        let ready: Vec<(usize, bool)> = self.events.iter().map(|e| (e.token().0, e.is_writable())).collect();
+        let ready: Vec<(usize, bool)> =
+            self.events.iter().filter(|e| e.token() != TIMER).map(|e| (e.token().0, e.is_writable())).collect();
         for (key, writable) in ready {
             self.read(key, window);
             if writable {

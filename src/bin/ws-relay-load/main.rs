@@ -6,6 +6,7 @@ mod deflate;
 mod fleet;
 mod report;
 mod tls;
+mod wait;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::Step;
 use crate::tls::{self, TlsClient};
+use crate::wait::{Waiter, TIMER};
 
 pub mod soak;
 pub mod takeover;
@@ -121,6 +122,7 @@ struct Tally {
 pub struct Fleet {
     poll: Poll,
     events: Events,
+    waiter: Waiter,
     addr: SocketAddr,
     prefix: String,
     clients: Slab<Client>,
@@ -140,8 +142,10 @@ pub struct Fleet {
 impl Fleet {
     /// A fleet that will connect to `addr`, rooms named `prefix<n>`.
     pub fn new(addr: SocketAddr, prefix: String) -> io::Result<Self> {
+        let poll = Poll::new()?;
         Ok(Self {
-            poll: Poll::new()?,
+            waiter: Waiter::new(&poll)?,
+            poll,
             events: Events::with_capacity(4096),
             addr,
             prefix,
@@ -415,12 +419,13 @@ impl Fleet {
     /// One poll, its reads, and one write per client with output.
     fn turn(&mut self, timeout: Option<Duration>, window: Option<(u64, u64)>) -> Result<(), String> {
         self.flush();
-        match self.poll.poll(&mut self.events, timeout) {
+        match self.waiter.poll(&mut self.poll, &mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
-        let ready: Vec<(usize, bool)> = self.events.iter().map(|e| (e.token().0, e.is_writable())).collect();
+        let ready: Vec<(usize, bool)> =
+            self.events.iter().filter(|e| e.token() != TIMER).map(|e| (e.token().0, e.is_writable())).collect();
         for (key, writable) in ready {
             self.read(key, window);
             if writable {
