@@ -5,15 +5,23 @@
 # Installs Chromium from Debian if it is missing, and playwright-core and
 # TypeScript (versions pinned in tests/browser/package-lock.json) in a scratch
 # folder. Saves a screenshot to target/browser/demo.png and prints it in base64.
+# The relay also listens for TLS with a certificate made with openssl for the
+# run (installed with apt if missing): the demo is loaded over https:// too and
+# plays over wss://. Chromium accepts that certificate's key and no other
+# untrusted one (--ignore-certificate-errors-spki-list); Node trusts the
+# certificate itself (NODE_EXTRA_CA_CERTS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends chromium
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 work=$(mktemp -d)
@@ -77,8 +85,22 @@ EOF
 echo "ok   web/ws-relay.d.ts type-checks"
 
 echo "--- browser test"
-start_relay
+mkdir "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+# What --ignore-certificate-errors-spki-list takes: base64 of SHA-256 of the public key.
+spki=$(openssl x509 -in "$work/tls/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+    openssl dgst -sha256 -binary | base64)
+start_relay --tls-listen 127.0.0.1:0 --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem"
 trap cleanup EXIT # start_relay set its own trap, which stops only the relay
+for _ in $(seq 100); do
+    tls=$(sed -n 's/^tls on //p' "$work/relay.out")
+    [ -n "$tls" ] && break
+    sleep 0.05
+done
+[ -n "$tls" ] || { echo "the relay printed no 'tls on' line:"; cat "$work/relay.out" "$work/relay.log"; exit 1; }
 mkdir -p target/browser
-RELAY_URL="http://$addr" WS_RELAY_BIN="$PWD/target/release/ws-relay" OUT_DIR="$PWD/target/browser" \
+RELAY_URL="http://$addr" RELAY_TLS_URL="https://$tls" TLS_SPKI="$spki" NODE_EXTRA_CA_CERTS="$work/tls/cert.pem" \
+    WS_RELAY_BIN="$PWD/target/release/ws-relay" OUT_DIR="$PWD/target/browser" \
     node "$work/demo.test.mjs"

@@ -2,7 +2,10 @@
 # The seed's three-client exchange run by third-party clients: the Python
 # `websockets` library, `python -m websockets` typed as a user would, and the
 # Node `ws` package, alone and mixed; then examples/backend.py against a relay
-# that checks tokens. Installs them in target/clients.
+# that checks tokens; then the exchange again over wss:// to the relay's TLS
+# port, with a certificate made with openssl for the run, which each client
+# verifies, wss:// and ws:// clients mixed in one room. Installs them in
+# target/clients (and openssl with apt if it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,3 +49,31 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 timeout 120 "$work/venv/bin/python" scripts/clients/backend_check.py "$addr" "$admin" "$work/secret" "$work/api-key"
+
+# The same exchange over wss://, to the relay's own TLS port, with a
+# certificate made for this run: every client verifies it against that file
+# (none is told to skip verification), each also refuses it without the file,
+# and wss:// and ws:// clients share a room.
+if ! command -v openssl >/dev/null; then
+    sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+kill "$relay"
+wait "$relay" 2>/dev/null || true
+rm -rf "$work/tls"
+mkdir -p "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+start_relay --tls-listen 127.0.0.1:0 --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem"
+for _ in $(seq 100); do
+    tls=$(sed -n 's/^tls on //p' "$work/relay.out")
+    [ -n "$tls" ] && break
+    sleep 0.05
+done
+[ -n "$tls" ] || { echo "the relay printed no 'tls on' line:"; cat "$work/relay.out" "$work/relay.log"; exit 1; }
+timeout 300 "$work/venv/bin/python" scripts/clients/seed_table.py "$addr" "$work/venv/bin/python" "$work" \
+    "$tls" "$work/tls/cert.pem"

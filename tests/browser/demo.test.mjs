@@ -4,6 +4,11 @@
 //
 // Environment:
 //   RELAY_URL     http://HOST:PORT of the relay under test (required)
+//   RELAY_TLS_URL https://HOST:PORT, the same relay's TLS port (required)
+//   TLS_SPKI      base64 SHA-256 of that certificate's public key (required):
+//                 Chromium accepts that one key (--ignore-certificate-errors-spki-list)
+//                 and no other untrusted certificate. Node's own fetch trusts the
+//                 certificate through NODE_EXTRA_CA_CERTS.
 //   WS_RELAY_BIN  the relay binary, to start a private relay this test may restart (required)
 //   OUT_DIR       where to save demo.png (default target/browser)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
@@ -19,9 +24,11 @@ import { join } from 'node:path'
 import { chromium } from 'playwright-core'
 
 const base = process.env.RELAY_URL
+const tlsBase = process.env.RELAY_TLS_URL
+const tlsSpki = process.env.TLS_SPKI
 const relayBin = process.env.WS_RELAY_BIN
-if (!base || !relayBin) {
-  console.error('set RELAY_URL and WS_RELAY_BIN (scripts/browser.sh does)')
+if (!base || !tlsBase || !tlsSpki || !relayBin) {
+  console.error('set RELAY_URL, RELAY_TLS_URL, TLS_SPKI and WS_RELAY_BIN (scripts/browser.sh does)')
   process.exit(2)
 }
 const outDir = process.env.OUT_DIR || 'target/browser'
@@ -125,13 +132,18 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync']
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // The relay's throwaway certificate, and only it, is accepted as if trusted.
+    `--ignore-certificate-errors-spki-list=${tlsSpki}`]
 })
 const pageErrors = []
-async function newPage (url, { consoleErrors = true } = {}) {
+async function newPage (url, { consoleErrors = true, origin = base } = {}) {
   // A context each: no shared storage, cookies or focus between players.
   const context = await browser.newContext({ viewport: { width: 960, height: 600 }, deviceScaleFactor: 1 })
   const page = await context.newPage()
+  // The WebSocket URLs the page opens.
+  page.sockets = []
+  page.on('websocket', (ws) => page.sockets.push(ws.url()))
   page.on('pageerror', (e) => pageErrors.push(`${url}: ${e.message}`))
   page.on('console', (m) => {
     // Chromium asks for /favicon.ico whatever the page says; that answer is not the page's business.
@@ -139,7 +151,7 @@ async function newPage (url, { consoleErrors = true } = {}) {
       pageErrors.push(`${url}: console: ${m.text()}`)
     }
   })
-  const response = await page.goto(base + url)
+  const response = await page.goto(origin + url)
   assert(response && response.ok(), `GET ${url} answered ${response && response.status()}`)
   return page
 }
@@ -227,6 +239,75 @@ try {
     console.log('----- BEGIN demo.png base64 -----')
     console.log(png.toString('base64').replace(/.{1,76}/g, '$&\n').trimEnd())
     console.log('----- END demo.png base64 -----')
+  })
+
+  await check('the TLS port serves the demo and the helper over https://, the same bytes as over http://', async () => {
+    assert(tlsBase.startsWith('https://'), `RELAY_TLS_URL is ${tlsBase}`)
+    for (const [path, type] of [['/', 'text/html'], ['/ws-relay.js', 'text/javascript']]) {
+      // Node verifies the certificate (NODE_EXTRA_CA_CERTS) as for any https:// server.
+      const [secure, plain] = [await fetch(tlsBase + path), await fetch(base + path)]
+      assert(secure.status === 200, `GET ${tlsBase}${path}: status ${secure.status}`)
+      assert(secure.headers.get('content-type').startsWith(type), `GET ${tlsBase}${path}: content-type ${secure.headers.get('content-type')}`)
+      assert(await secure.text() === await plain.text(), `GET ${path}: https:// and http:// bodies differ`)
+    }
+  })
+
+  await check('two players on https:// pages meet over wss://, with a player on an http:// page in their room', async () => {
+    const wssRoom = tlsBase.replace(/^https:/, 'wss:') + '/ws-relay/demo?game=tls'
+    const t1 = await newPage('/?game=tls', { origin: tlsBase })
+    const t2 = await newPage('/index.html?game=tls', { origin: tlsBase })
+    for (const [name, page] of [['https page 1', t1], ['https page 2', t2]]) {
+      const where = await page.evaluate(() => [location.protocol, window.isSecureContext])
+      assert(JSON.stringify(where) === '["https:",true]', `${name}: protocol and secure context ${JSON.stringify(where)}`)
+    }
+    const a = (await waitState(t1, 'an id on https page 1', (s) => /^\d+$/.test(s.me))).me
+    const b = (await waitState(t2, 'an id on https page 2', (s) => /^\d+$/.test(s.me))).me
+    assert(a !== b, `both https pages got id ${a}`)
+    for (const [name, page] of [['https page 1', t1], ['https page 2', t2]]) {
+      assert(JSON.stringify(page.sockets) === JSON.stringify([wssRoom]), `${name} opened ${JSON.stringify(page.sockets)}, not [${wssRoom}]`)
+    }
+    await waitState(t1, `https page 1 to list exactly player ${b} with a position`,
+      (s) => s.peers.length === 1 && s.peers[0].id === b && s.peers[0].x !== null)
+    await waitState(t2, `https page 2 to list exactly player ${a} with a position`,
+      (s) => s.peers.length === 1 && s.peers[0].id === a && s.peers[0].x !== null)
+    // The same room through the plain port: the room is the request target, whatever the port.
+    const h = await newPage('/?game=tls')
+    const c = (await waitState(h, 'an id on the http page', (s) => /^\d+$/.test(s.me))).me
+    assert(h.sockets.length === 1 && h.sockets[0].startsWith('ws://'), `the http page opened ${JSON.stringify(h.sockets)}`)
+    const both = (s) => [a, b].every((id) => s.peers.some((p) => p.id === id && p.x !== null))
+    await waitState(h, `the http page to list players ${a} and ${b}`, (s) => s.peers.length === 2 && both(s))
+    for (const [name, page] of [['https page 1', t1], ['https page 2', t2]]) {
+      await waitState(page, `${name} to list the http player ${c}`, (s) => s.peers.some((p) => p.id === c && p.x !== null))
+    }
+    // Moves cross both ways: https page 1 moves right, the http page moves down.
+    const seen = async (from, id, pages, what) => {
+      const own = await pageState(from)
+      for (const [name, page] of pages) {
+        await waitState(page, `${name} to show player ${id} ${what} at x=${own.x} y=${own.y}`, (s) => {
+          const p = s.peers.find((p) => p.id === id)
+          return p && Math.abs(p.x - own.x) < 0.11 && Math.abs(p.y - own.y) < 0.11
+        }, 3000)
+      }
+    }
+    const start1 = await pageState(t1)
+    await t1.keyboard.down('ArrowRight')
+    await sleep(400)
+    await t1.keyboard.up('ArrowRight')
+    await waitState(t1, 'https page 1 to move right', (s) => s.x >= start1.x + 20)
+    await seen(t1, a, [['https page 2', t2], ['the http page', h]], 'moved right')
+    const startH = await pageState(h)
+    await h.keyboard.down('ArrowDown')
+    await sleep(400)
+    await h.keyboard.up('ArrowDown')
+    await waitState(h, 'the http page to move down', (s) => s.y >= startH.y + 20)
+    await seen(h, c, [['https page 1', t1], ['https page 2', t2]], 'moved down')
+    await h.context().close()
+    for (const [name, page] of [['https page 1', t1], ['https page 2', t2]]) {
+      await waitState(page, `${name} to see the http player leave`, (s) => s.peers.length === 1)
+    }
+    await t2.context().close()
+    await waitState(t1, 'https page 1 to see https page 2 leave', (s) => s.peers.length === 0)
+    await t1.context().close()
   })
 
   // The helper on its own, in a page of the relay's origin that runs nothing else.
