@@ -85,21 +85,12 @@ EOF
 echo "ok   web/ws-relay.d.ts type-checks"
 
 echo "--- browser test"
-mkdir "$work/tls"
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+make_certificate "$work/tls"
 # What --ignore-certificate-errors-spki-list takes: base64 of SHA-256 of the public key.
 spki=$(openssl x509 -in "$work/tls/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
     openssl dgst -sha256 -binary | base64)
-start_relay --tls-listen 127.0.0.1:0 --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem"
+start_tls_relay "$work/tls"
 trap cleanup EXIT # start_relay set its own trap, which stops only the relay
-for _ in $(seq 100); do
-    tls=$(sed -n 's/^tls on //p' "$work/relay.out")
-    [ -n "$tls" ] && break
-    sleep 0.05
-done
-[ -n "$tls" ] || { echo "the relay printed no 'tls on' line:"; cat "$work/relay.out" "$work/relay.log"; exit 1; }
 mkdir -p target/browser
 RELAY_URL="http://$addr" RELAY_TLS_URL="https://$tls" TLS_SPKI="$spki" NODE_EXTRA_CA_CERTS="$work/tls/cert.pem" \
     WS_RELAY_BIN="$PWD/target/release/ws-relay" OUT_DIR="$PWD/target/browser" \

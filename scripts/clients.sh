@@ -54,26 +54,10 @@ timeout 120 "$work/venv/bin/python" scripts/clients/backend_check.py "$addr" "$a
 # certificate made for this run: every client verifies it against that file
 # (none is told to skip verification), each also refuses it without the file,
 # and wss:// and ws:// clients share a room.
-if ! command -v openssl >/dev/null; then
-    sudo=
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
-fi
 kill "$relay"
 wait "$relay" 2>/dev/null || true
 rm -rf "$work/tls"
-mkdir -p "$work/tls"
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
-start_relay --tls-listen 127.0.0.1:0 --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem"
-for _ in $(seq 100); do
-    tls=$(sed -n 's/^tls on //p' "$work/relay.out")
-    [ -n "$tls" ] && break
-    sleep 0.05
-done
-[ -n "$tls" ] || { echo "the relay printed no 'tls on' line:"; cat "$work/relay.out" "$work/relay.log"; exit 1; }
+make_certificate "$work/tls"
+start_tls_relay "$work/tls"
 timeout 300 "$work/venv/bin/python" scripts/clients/seed_table.py "$addr" "$work/venv/bin/python" "$work" \
     "$tls" "$work/tls/cert.pem"

@@ -16,3 +16,34 @@ start_relay() {
     addr=$(sed -n 's/^listening on //p' "$work/relay.out")
     [ -n "$addr" ] || { echo "the relay did not start:"; cat "$work/relay.log"; exit 1; }
 }
+
+# make_certificate DIR: a throwaway self-signed certificate for localhost and
+# 127.0.0.1 (RSA 2048, one day), DIR/cert.pem and DIR/key.pem. Installs
+# openssl if it is missing.
+make_certificate() {
+    if ! command -v openssl >/dev/null; then
+        local sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    fi
+    mkdir -p "$1"
+    openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+}
+
+# start_tls_relay DIR FLAGS...: start_relay with a TLS port too, serving the
+# certificate make_certificate put in DIR; also sets $tls, its address.
+start_tls_relay() {
+    local dir=$1
+    shift
+    start_relay "$@" --tls-listen 127.0.0.1:0 --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+    tls=
+    for _ in $(seq 100); do
+        tls=$(sed -n 's/^tls on //p' "$work/relay.out")
+        [ -n "$tls" ] && break
+        sleep 0.05
+    done
+    [ -n "$tls" ] || { echo "the relay printed no 'tls on' line:"; cat "$work/relay.out" "$work/relay.log"; exit 1; }
+}

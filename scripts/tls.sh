@@ -201,6 +201,9 @@ tls = f" over {r['tls']}" if r["tls"] else ""
 print(f"  {sys.argv[2]}{tls}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.2f} ms, "
       f"{r['server_us_per_delivery']:.2f} µs server CPU/delivery, {r['deliveries_per_s']} deliveries/s, "
       f"loss {100 * r['loss']:.3f}%, tool CPU {r['tool_cpu_percent']:.0f}%")
+# A comparison of setups that do not all deliver everything compares nothing.
+if r["loss"] != 0 or r["delivered"] != r["expected"]:
+    sys.exit(f"tls.sh: {sys.argv[2]} delivered {r['delivered']} of {r['expected']}")
 PY
 }
 

@@ -284,3 +284,37 @@ fn a_takeover_keeps_the_tls_port_and_ends_tls_connections() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Messages far larger than what a TLS session buffers (64 KiB) reach a
+/// reader that keeps up, in order and whole: when the socket takes all that
+/// was encrypted without blocking, the relay goes on with what the core
+/// still holds, with no writable edge to come. (Autobahn's 16 MiB cases over
+/// wss:// stopped 200 KB short before.)
+#[test]
+fn messages_larger_than_the_tls_buffers_arrive_whole() {
+    let dir = scratch("large");
+    let (cert, key, der) = certificate(&dir, "a");
+    let relay = start(&cert, &key, &["--max-message", "8388608", "--max-pending", "67108864", "--flood-messages", "0"]);
+    let config = client_config(&der, &[&rustls::version::TLS13]);
+    let mut a = wss(relay.tls, config.clone(), "/ws-relay/large");
+    assert_eq!(text(&mut a), "1 self");
+    let mut b = wss(relay.tls, config, "/ws-relay/large");
+    assert_eq!([text(&mut b), text(&mut b)], ["2 self", "1 join"]);
+    assert_eq!(text(&mut a), "2 join");
+    // Sent back to back while the reader waits, so the relay's writes to it
+    // block, then drain as it reads.
+    let sizes = [300_000usize, 1 << 20, 4 << 20, 4 << 20, 8 << 20];
+    let body = |round: usize, size: usize| -> String {
+        (0..size - 2).map(|i| char::from(b'a' + ((i + round) % 26) as u8)).collect()
+    };
+    for (round, &size) in sizes.iter().enumerate() {
+        send(&mut a, &format!("* {}", body(round, size)));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (round, &size) in sizes.iter().enumerate() {
+        let got = text(&mut b);
+        assert_eq!(got.len(), size, "message {round}: {size} bytes arrived as {}", got.len());
+        assert!(got == format!("1 {}", body(round, size)), "message {round} arrived changed");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1242,11 +1242,16 @@ impl Shard {
 /// runs dry or the socket is full.
 fn write_tls(relay: &mut Relay, conn: ConnId, tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
     loop {
+        // Nothing taken when the session's buffer is still full from a
+        // write that blocked: it drains below, and the loop goes on. Leaving
+        // then would strand what the core holds, for the socket took all it
+        // was given and has no writable edge to come.
         let took = relay.write_to(conn, &mut tls.writer())?;
+        let mut sent = 0;
         while tls.wants_write() {
-            tls.write_tls(stream)?;
+            sent += tls.write_tls(stream)?;
         }
-        if took == 0 || relay.pending(conn).is_empty() {
+        if relay.pending(conn).is_empty() || (took == 0 && sent == 0) {
             return Ok(());
         }
     }
