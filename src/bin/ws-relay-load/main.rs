@@ -2,7 +2,6 @@
 //! protocol. One thread, a hand-written mio loop, so that it is not the
 //! bottleneck; it reports its own CPU time so a reader can check.
 
-mod deflate;
 mod fleet;
 mod report;
 mod tls;
@@ -199,25 +198,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let mut fleet = Fleet::new(args.addr, args.prefix.clone()).map_err(|e| e.to_string())?;
-    if args.tls {
-        if matches!(args.mode, Mode::Soak | Mode::Takeover) {
-            return Err("--tls: not with soak (its misbehaving clients and /metrics speak plain TCP) or takeover \
-                        (TLS sessions cannot move to a new process)"
-                .into());
-        }
-        fleet = fleet.with_tls(tls::TlsClient::new(args.tls_ca.as_deref(), &args.tls_server_name)?);
+    if args.tls && matches!(args.mode, Mode::Soak | Mode::Takeover) {
+        return Err("--tls: not with soak (its misbehaving clients and /metrics speak plain TCP) or takeover \
+                    (TLS sessions cannot move to a new process)"
+            .into());
     }
-    if let Some(path) = &args.token_secret_file {
-        let mut secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if secret.last() == Some(&b'\n') {
-            secret.pop();
-        }
-        // One token for the whole run: the relay checks it on every upgrade
-        // all the same, and the tool's CPU stays on the connections.
-        let claims = serde_json::json!({"exp": ws_relay::token::unix_now() + 86_400.0, "room_prefix": args.prefix});
-        fleet = fleet.with_token(ws_relay::token::mint(&claims, &secret));
-    }
+    let mut fleet = fleet(args, args.prefix.clone())?;
     match args.mode {
         Mode::Fixed => {
             fleet.join_rooms(args.rooms, args.clients)?;
@@ -327,18 +313,39 @@ fn run(args: &Args) -> Result<(), String> {
                 );
             }
         }
-        Mode::Deflate => deflate::run(&deflate::Load {
-            addr: args.addr,
-            prefix: args.prefix.clone(),
-            rooms: args.rooms,
-            clients: args.clients,
-            rate: args.rate,
-            size: args.size,
-            warmup: args.warmup,
-            duration: args.duration,
-            relay_pid: args.relay_pid,
-            json: args.json,
-        })?,
+        Mode::Deflate => {
+            drop(fleet);
+            let mut per_delivery = Vec::new();
+            for on in [false, true] {
+                let side = if on { "deflate-on" } else { "deflate-off" };
+                let fleet = self::fleet(args, format!("{}{side}-", args.prefix))?.with_json_reports();
+                let mut fleet = if on { fleet.with_deflate() } else { fleet };
+                fleet.join_rooms(args.rooms, args.clients)?;
+                if on && !fleet.all_compressing() {
+                    return Err("the relay declined permessage-deflate: start it with --deflate".into());
+                }
+                let step = measure(&mut fleet, args, args.rate)?;
+                if on && step.compressed == 0 {
+                    return Err("no message arrived compressed".into());
+                }
+                step.print(args.json, side);
+                let cpu = step.relay_cpu_s.map(|c| c * 1e6 / step.delivered_total.max(1) as f64);
+                per_delivery.push((cpu, step.wire_in as f64 / step.delivered_total.max(1) as f64));
+                // The first phase's clients leave before the second's arrive.
+                drop(fleet);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let [(cpu_off, wire_off), (cpu_on, wire_on)] = per_delivery[..] else { unreachable!("two phases") };
+            let cpu = cpu_on.zip(cpu_off).map(|(on, off)| on / off);
+            let wire = wire_on / wire_off;
+            if args.json {
+                let cpu = cpu.map_or("null".into(), |r| format!("{r:.3}"));
+                println!("{{\"mode\":\"deflate-ratio\",\"relay_cpu_per_delivery\":{cpu},\"bytes_per_delivery\":{wire:.3}}}");
+            } else {
+                let cpu = cpu.map_or("?".into(), |r| format!("{r:.2}x"));
+                println!("deflate on/off: relay CPU per delivery {cpu}, bytes on the wire per delivery {wire:.2}x");
+            }
+        }
         Mode::Soak => {
             let plan = SoakPlan {
                 rooms: args.rooms,
@@ -422,6 +429,25 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A fleet for rooms named `prefix<n>`, with the TLS and token options given.
+fn fleet(args: &Args, prefix: String) -> Result<Fleet, String> {
+    let mut fleet = Fleet::new(args.addr, prefix).map_err(|e| e.to_string())?;
+    if args.tls {
+        fleet = fleet.with_tls(tls::TlsClient::new(args.tls_ca.as_deref(), &args.tls_server_name)?);
+    }
+    if let Some(path) = &args.token_secret_file {
+        let mut secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if secret.last() == Some(&b'\n') {
+            secret.pop();
+        }
+        // One token for the whole run: the relay checks it on every upgrade
+        // all the same, and the tool's CPU stays on the connections.
+        let claims = serde_json::json!({"exp": ws_relay::token::unix_now() + 86_400.0, "room_prefix": args.prefix});
+        fleet = fleet.with_token(ws_relay::token::mint(&claims, &secret));
+    }
+    Ok(fleet)
 }
 
 fn measure(fleet: &mut Fleet, args: &Args, rate: f64) -> Result<Step, String> {

@@ -30,6 +30,13 @@ pub struct Step {
     pub tool_cpu_s: Option<f64>,
     /// Wall time of the whole run (warmup, window, grace) in seconds.
     pub wall_s: f64,
+    /// Messages sent over the whole run, warmup included.
+    pub sent_total: u64,
+    /// WebSocket bytes read and written over the whole run (inside TLS).
+    pub wire_in: u64,
+    pub wire_out: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    pub compressed: u64,
 }
 
 impl Step {
@@ -61,9 +68,11 @@ impl Step {
         let cpu_per = self.relay_us_per_delivery();
         let server_per = self.server_us_per_delivery();
         let tool_share = self.tool_cpu_s.map(|c| 100.0 * c / self.wall_s);
+        let wire_per_delivery = self.wire_in as f64 / self.delivered_total.max(1) as f64;
+        let wire_per_send = self.wire_out as f64 / self.sent_total.max(1) as f64;
         if json {
             println!(
-                "{{\"mode\":\"{label}\",\"rate_hz\":{:.2},\"clients\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"deliveries_per_s\":{per_s:.0},\"loss\":{:.6},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_s\":{},\"relay_us_per_delivery\":{},\"proxy_cpu_s\":{},\"server_us_per_delivery\":{},\"tool_cpu_s\":{},\"tool_cpu_percent\":{}}}",
+                "{{\"mode\":\"{label}\",\"rate_hz\":{:.2},\"clients\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"deliveries_per_s\":{per_s:.0},\"loss\":{:.6},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_s\":{},\"relay_us_per_delivery\":{},\"proxy_cpu_s\":{},\"server_us_per_delivery\":{},\"tool_cpu_s\":{},\"tool_cpu_percent\":{},\"compressed\":{},\"wire_bytes_per_delivery\":{wire_per_delivery:.1},\"wire_bytes_per_send\":{wire_per_send:.1}}}",
                 self.rate,
                 self.clients,
                 self.sent,
@@ -80,10 +89,11 @@ impl Step {
                 json_num(server_per),
                 json_num(self.tool_cpu_s),
                 json_num(tool_share),
+                self.compressed,
             );
         } else {
             println!(
-                "{label}: {} clients × {:.1} Hz: {} of {} delivered ({per_s:.0}/s, loss {:.3}%), latency p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms max {:.3} ms; relay {} µs CPU/delivery{}; tool CPU {}%",
+                "{label}: {} clients × {:.1} Hz: {} of {} delivered ({per_s:.0}/s, loss {:.3}%), latency p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms max {:.3} ms; relay {} µs CPU/delivery{}; {wire_per_delivery:.1} B on the wire per delivery{}; tool CPU {}%",
                 self.clients,
                 self.rate,
                 self.delivered,
@@ -97,6 +107,10 @@ impl Step {
                 match (self.proxy_cpu_s, server_per) {
                     (Some(_), Some(v)) => format!(", with the proxy {v:.2}"),
                     _ => String::new(),
+                },
+                match self.compressed {
+                    0 => String::new(),
+                    n => format!(" ({n} compressed), {wire_per_send:.1} per report sent"),
                 },
                 tool_share.map_or("?".into(), |v| format!("{v:.0}")),
             );

@@ -6,12 +6,13 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use flate2::{Decompress, FlushDecompress};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::ClientConnection;
 use slab::Slab;
-use ws_relay::client::{masked_frame, upgrade_request};
+use ws_relay::client::{masked_frame, masked_frame_rsv1, upgrade_request, upgrade_request_offering, Deflater};
 use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::Step;
@@ -27,6 +28,9 @@ const MAX_CONNECTING: usize = 256;
 
 /// How long after the window closes late deliveries are still counted.
 const GRACE: Duration = Duration::from_secs(2);
+
+/// What a browser offers.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// One load level.
 pub struct Plan {
@@ -76,6 +80,8 @@ struct Client {
     /// `inbuf`, and `out` goes through it to the socket. Everything else
     /// about a client is the same either way.
     tls: Option<Box<ClientConnection>>,
+    /// permessage-deflate, with `Fleet::with_deflate`.
+    compression: Option<Box<Compression>>,
     state: State,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -110,12 +116,26 @@ struct Client {
     longest_gap_us: u64,
 }
 
+/// A client's side of permessage-deflate, as a browser does it: its own
+/// messages compressed with the context carried over, the relay's inflated.
+struct Compression {
+    deflater: Deflater,
+    inflater: Decompress,
+    /// The 101 took the offer; until then and without it, frames go plain.
+    agreed: bool,
+}
+
 /// What the loop counts while a plan runs.
 #[derive(Default)]
 struct Tally {
     delivered: u64,
     delivered_total: u64,
     churned: u64,
+    /// WebSocket bytes read and written (inside TLS, with `--tls`).
+    wire_in: u64,
+    wire_out: u64,
+    /// Messages that arrived compressed.
+    compressed: u64,
 }
 
 /// The clients of one run and their poll loop.
@@ -133,6 +153,12 @@ pub struct Fleet {
     dirty: Vec<usize>,
     token: Option<String>,
     tls: Option<TlsClient>,
+    /// Clients offer permessage-deflate.
+    deflate: bool,
+    /// Reports carry a JSON body, as a game's would, rather than padding.
+    json_reports: bool,
+    /// A compressed message, inflated.
+    inflated: Vec<u8>,
     /// A TLS failure was printed: the first says why, the rest would repeat it.
     tls_failure_said: bool,
     /// The first finished handshake's version and suite, for the report.
@@ -157,6 +183,9 @@ impl Fleet {
             dirty: Vec::new(),
             token: None,
             tls: None,
+            deflate: false,
+            json_reports: false,
+            inflated: Vec::new(),
             tls_failure_said: false,
             tls_described: false,
         })
@@ -166,6 +195,26 @@ impl Fleet {
     pub fn with_tls(mut self, tls: TlsClient) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// Every client from now on offers permessage-deflate as browsers do,
+    /// compresses what it sends once the relay agrees, and inflates what
+    /// arrives compressed.
+    pub fn with_deflate(mut self) -> Self {
+        self.deflate = true;
+        self
+    }
+
+    /// Reports from now on carry a game's JSON state after their sequence
+    /// number and time, so that compression sees what a game would send.
+    pub fn with_json_reports(mut self) -> Self {
+        self.json_reports = true;
+        self
+    }
+
+    /// Whether every open client's upgrade agreed to permessage-deflate.
+    pub fn all_compressing(&self) -> bool {
+        self.clients.iter().all(|(_, c)| c.compression.as_ref().is_some_and(|z| z.agreed))
     }
 
     /// Every upgrade from now on offers `token` the way ws-relay.js does, in
@@ -199,7 +248,11 @@ impl Fleet {
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| e.to_string())?;
-        let mut request = upgrade_request(&format!("{}{room}", self.prefix), &self.addr.to_string());
+        let (target, host) = (format!("{}{room}", self.prefix), self.addr.to_string());
+        let mut request = match self.deflate {
+            true => upgrade_request_offering(&target, &host, DEFLATE_OFFER),
+            false => upgrade_request(&target, &host),
+        };
         if let Some(token) = &self.token {
             request.truncate(request.len() - 2);
             request.extend_from_slice(
@@ -207,9 +260,18 @@ impl Fleet {
             );
         }
         let out = if upgrade { request } else { Vec::new() };
+        let compression = self.deflate.then(|| {
+            Box::new(Compression {
+                deflater: Deflater::new(15, true),
+                // server_no_context_takeover: reset before every message.
+                inflater: Decompress::new_with_window_bits(false, 15),
+                agreed: false,
+            })
+        });
         entry.insert(Client {
             stream,
             tls,
+            compression,
             state: State::Upgrading,
             inbuf: Vec::new(),
             out,
@@ -330,6 +392,10 @@ impl Fleet {
                     proxy_cpu_s: None,
                     tool_cpu_s: None,
                     wall_s: start.elapsed().as_secs_f64(),
+                    sent_total: k,
+                    wire_in: self.tally.wire_in,
+                    wire_out: self.tally.wire_out,
+                    compressed: self.tally.compressed,
                 });
             }
             let wake = if next < window_end { next } else { window_end + GRACE };
@@ -397,9 +463,19 @@ impl Fleet {
         let seq = c.sent;
         c.sent += 1;
         let mut msg = format!("{target} report {seq} {at_us} ").into_bytes();
-        msg.resize(size.max(msg.len() + 1), b'x');
+        if self.json_reports {
+            game_state(&mut msg, seq, size);
+        } else {
+            msg.resize(size.max(msg.len() + 1), b'x');
+        }
         c.mask = c.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        masked_frame(&mut c.out, true, OpCode::Text, &msg, c.mask.to_le_bytes());
+        match c.compression.as_mut().filter(|z| z.agreed) {
+            Some(z) => {
+                let deflated = z.deflater.compress(&msg);
+                masked_frame_rsv1(&mut c.out, true, true, OpCode::Text, &deflated, c.mask.to_le_bytes());
+            }
+            None => masked_frame(&mut c.out, true, OpCode::Text, &msg, c.mask.to_le_bytes()),
+        }
         self.dirty.push(key);
     }
 
@@ -447,6 +523,7 @@ impl Fleet {
                 Ok(0) => return self.close(key),
                 Ok(n) => {
                     let now_us = self.epoch.elapsed().as_micros() as u64;
+                    let before = c.inbuf.len();
                     match &mut c.tls {
                         None => c.inbuf.extend_from_slice(&self.buf[..n]),
                         Some(session) => {
@@ -470,6 +547,7 @@ impl Fleet {
                             }
                         }
                     }
+                    self.tally.wire_in += (c.inbuf.len() - before) as u64;
                     c.read_total += n;
                     if let Some(budget) = &mut c.read_budget {
                         *budget -= n;
@@ -501,6 +579,10 @@ impl Fleet {
                 }
                 return false;
             }
+            if let Some(z) = &mut c.compression {
+                let head = String::from_utf8_lossy(&c.inbuf[..end]).to_ascii_lowercase();
+                z.agreed = head.contains("\r\nsec-websocket-extensions: permessage-deflate");
+            }
             at = end + 4;
             c.state = State::Open;
         }
@@ -510,7 +592,22 @@ impl Fleet {
             if c.inbuf.len() < at + len + size {
                 break;
             }
-            let payload = &c.inbuf[at + len..at + len + size];
+            let mut payload = &c.inbuf[at + len..at + len + size];
+            if header.rsv1 {
+                // The relay sends every message in one frame, so a frame is a message.
+                let Some(z) = &mut c.compression else { return false };
+                z.inflater.reset(false);
+                self.inflated.clear();
+                let mut input = payload.to_vec();
+                input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+                self.inflated.reserve(64 * 1024);
+                if z.inflater.decompress_vec(&input, &mut self.inflated, FlushDecompress::Sync).is_err() {
+                    eprintln!("a compressed message that does not inflate");
+                    return false;
+                }
+                self.tally.compressed += 1;
+                payload = &self.inflated;
+            }
             match header.opcode {
                 OpCode::Text | OpCode::Binary => {
                     let space = payload.iter().position(|&b| b == b' ');
@@ -603,6 +700,7 @@ impl Fleet {
                 }
                 match tls::send(session, &c.out[c.written.min(end)..end], &mut c.stream) {
                     Ok(n) => {
+                        self.tally.wire_out += n as u64;
                         c.written += n;
                         if c.written == c.out.len() {
                             c.out.clear();
@@ -618,6 +716,7 @@ impl Fleet {
             }
             match c.stream.write(&c.out[c.written..end]) {
                 Ok(n) => {
+                    self.tally.wire_out += n as u64;
                     c.written += n;
                     if c.written == c.out.len() {
                         c.out.clear();
@@ -654,6 +753,23 @@ fn upgrade_once(mut stream: impl Read + Write, request: &[u8], started: Instant)
     let _ = stream.write_all(&bye);
     let _ = stream.flush();
     Ok(took)
+}
+
+/// Appends a game's state as JSON to a report's head, to `size` bytes in
+/// all: a ship's position, speed and the like, changing from report to report
+/// as a game's do.
+fn game_state(msg: &mut Vec<u8>, seq: u64, size: usize) {
+    let x = (seq * 37 % 1024) as f64 / 2.0;
+    let y = (seq * 53 % 768) as f64 / 2.0;
+    let heading = (seq % 628) as f64 / 100.0;
+    let state = format!(
+        "{{\"x\":{x},\"y\":{y},\"vx\":-1.5,\"vy\":0.25,\"heading\":{heading:.4},\"hp\":87,\
+         \"state\":\"flying\",\"thrust\":{},\"shield\":false,\"pad\":\"",
+        seq % 2 == 0
+    );
+    msg.extend_from_slice(state.as_bytes());
+    msg.resize(size.max(msg.len() + 2) - 2, b'-');
+    msg.extend_from_slice(b"\"}");
 }
 
 /// The sequence number in a `report <seq> <micros> ...` message.
