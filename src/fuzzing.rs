@@ -609,8 +609,8 @@ impl Fuzz {
         msg.push(b' ');
         msg.extend_from_slice(&body);
         let wire = match self.clients[i].deflater.as_mut().filter(|_| compress) {
-            Some(deflater) => fragment_compressed(&deflater.compress(&msg), binary, fragments, i as u8),
-            None => fragment(&msg, binary, fragments, i as u8),
+            Some(deflater) => fragment(&deflater.compress(&msg), binary, fragments, i as u8, true),
+            None => fragment(&msg, binary, fragments, i as u8, false),
         };
         let mut expect = None;
         if !matches!(target, FuzzTarget::Token(_)) && !self.clients[i].tainted {
@@ -842,26 +842,9 @@ fn with_session(room: &str, key: &str, deflate: bool) -> Vec<u8> {
     request.replace("\r\n\r\n", &protocols).into_bytes()
 }
 
-/// A compressed relay message's payload as `fragments` masked frames, RSV1
-/// on the first (RFC 7692 §6.1).
-fn fragment_compressed(deflated: &[u8], binary: bool, fragments: u8, key: u8) -> Vec<u8> {
-    let n = usize::from(fragments.clamp(1, 8));
-    let size = deflated.len().div_ceil(n).max(1);
-    let pieces: Vec<&[u8]> = if deflated.is_empty() { vec![&[][..]] } else { deflated.chunks(size).collect() };
-    let mut wire = Vec::new();
-    for (k, piece) in pieces.iter().enumerate() {
-        let opcode = match (k, binary) {
-            (0, true) => OpCode::Binary,
-            (0, false) => OpCode::Text,
-            _ => OpCode::Continuation,
-        };
-        masked_frame_rsv1(&mut wire, k + 1 == pieces.len(), k == 0, opcode, piece, [key, 0xA5, !key, 0x3C]);
-    }
-    wire
-}
-
-/// A relay message as `fragments` masked frames.
-fn fragment(msg: &[u8], binary: bool, fragments: u8, key: u8) -> Vec<u8> {
+/// A relay message as `fragments` masked frames; `compressed`, a
+/// permessage-deflate payload, sets RSV1 on the first (RFC 7692 §6.1).
+fn fragment(msg: &[u8], binary: bool, fragments: u8, key: u8, compressed: bool) -> Vec<u8> {
     let n = usize::from(fragments.clamp(1, 8));
     let size = msg.len().div_ceil(n).max(1);
     let pieces: Vec<&[u8]> = if msg.is_empty() { vec![&[][..]] } else { msg.chunks(size).collect() };
@@ -872,7 +855,8 @@ fn fragment(msg: &[u8], binary: bool, fragments: u8, key: u8) -> Vec<u8> {
             (0, false) => OpCode::Text,
             _ => OpCode::Continuation,
         };
-        masked_frame(&mut wire, k + 1 == pieces.len(), opcode, piece, [key, 0x5A, key ^ 0xFF, 0x11]);
+        let rsv1 = compressed && k == 0;
+        masked_frame_rsv1(&mut wire, k + 1 == pieces.len(), rsv1, opcode, piece, [key, 0x5A, key ^ 0xFF, 0x11]);
     }
     wire
 }

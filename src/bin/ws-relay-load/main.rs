@@ -340,7 +340,9 @@ fn run(args: &Args) -> Result<(), String> {
             let wire = wire_on / wire_off;
             if args.json {
                 let cpu = cpu.map_or("null".into(), |r| format!("{r:.3}"));
-                println!("{{\"mode\":\"deflate-ratio\",\"relay_cpu_per_delivery\":{cpu},\"bytes_per_delivery\":{wire:.3}}}");
+                println!(
+                    "{{\"mode\":\"deflate-ratio\",\"relay_cpu_per_delivery\":{cpu},\"bytes_per_delivery\":{wire:.3}}}"
+                );
             } else {
                 let cpu = cpu.map_or("?".into(), |r| format!("{r:.2}x"));
                 println!("deflate on/off: relay CPU per delivery {cpu}, bytes on the wire per delivery {wire:.2}x");

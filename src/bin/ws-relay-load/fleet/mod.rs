@@ -694,27 +694,17 @@ impl Fleet {
         for key in std::mem::take(&mut self.dirty) {
             let Some(c) = self.clients.get_mut(key) else { continue };
             let end = c.hold.unwrap_or(c.out.len());
-            if let Some(session) = &mut c.tls {
-                if c.state == State::Closed {
-                    continue;
-                }
-                match tls::send(session, &c.out[c.written.min(end)..end], &mut c.stream) {
-                    Ok(n) => {
-                        self.tally.wire_out += n as u64;
-                        c.written += n;
-                        if c.written == c.out.len() {
-                            c.out.clear();
-                            c.written = 0;
-                        }
-                    }
-                    Err(_) => c.state = State::Closed,
-                }
+            if c.state == State::Closed {
                 continue;
             }
-            if c.state == State::Closed || c.written >= end {
-                continue;
-            }
-            match c.stream.write(&c.out[c.written..end]) {
+            let pending = &c.out[c.written.min(end)..end];
+            let sent = match &mut c.tls {
+                // Called with nothing new too: the handshake's next flight.
+                Some(session) => tls::send(session, pending, &mut c.stream),
+                None if pending.is_empty() => continue,
+                None => c.stream.write(pending),
+            };
+            match sent {
                 Ok(n) => {
                     self.tally.wire_out += n as u64;
                     c.written += n;
