@@ -33,6 +33,12 @@ pub(crate) struct Output {
     /// session): where in `buf` whole frames start, one after another, once
     /// the HTTP response before them is out of the way. `None`: not tracked.
     frames: Option<usize>,
+    /// The buffer has been emptied before. The first time it empties it
+    /// gives its memory back: that batch is the upgrade's answer and its
+    /// notices, and a client that then goes quiet (most of 10,000 idle
+    /// connections) should hold nothing; one that plays allocates again once
+    /// and keeps what it needs from then on.
+    settled: bool,
 }
 
 impl Output {
@@ -70,9 +76,10 @@ impl Output {
             self.written = 0;
             self.buf.clear();
             self.frames = self.frames.map(|_| 0);
-            if self.buf.capacity() > KEEP_CAPACITY {
+            if self.buf.capacity() > KEEP_CAPACITY || !self.settled {
                 self.buf = Vec::new();
             }
+            self.settled = true;
         } else if self.written >= COMPACT_AFTER && self.written * 2 >= self.buf.len() {
             // Where frames are tracked, the cut falls on a frame's start, so they stay tracked.
             let cut = match self.frames {
@@ -309,5 +316,22 @@ mod tests {
         out.consume(1 << 20);
         assert_eq!(out.capacity(), 0);
         assert!(out.fits(10, 10) && !out.fits(11, 10));
+    }
+
+    #[test]
+    fn the_first_batch_gives_its_memory_back_and_later_ones_keep_theirs() {
+        let mut out = Output::default();
+        // The 101, `self` and a room's join list.
+        out.buf().extend_from_slice(&[1; 300]);
+        out.consume(300);
+        assert_eq!(out.capacity(), 0, "a client that goes quiet holds nothing");
+        out.buf().extend_from_slice(&[2; 200]);
+        out.consume(200);
+        let kept = out.capacity();
+        assert!(kept >= 200);
+        out.buf().extend_from_slice(&[3; 200]);
+        out.consume(200);
+        out.buf().extend_from_slice(&[4; 200]);
+        assert_eq!(out.capacity(), kept, "a client that plays reuses its buffer");
     }
 }
