@@ -614,11 +614,19 @@ fn a_slowloris_cannot_keep_players_out() {
         .collect();
     let mut player = relay.ws("/ws-relay/r");
     assert_eq!(text(&mut player), "1 self");
-    // The oldest were answered 503 and closed as newer ones arrived.
-    for raw in &mut slow[..32] {
-        assert_eq!(raw.next(), Received::Http(503));
-        assert!(raw.closed_by_server());
+    // Older ones were answered 503 and closed as newer ones arrived, all but
+    // the cap's worth. Which ones stay depends, with several shards, on how
+    // the kernel spread the crowd over them (each holds its share of the
+    // cap); with one, they are the newest.
+    let mut pushed_out = 0;
+    for raw in &mut slow {
+        raw.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        if raw.closed_by_server() {
+            assert_eq!(raw.queue.first(), Some(&Received::Http(503)), "closed with a 503");
+            pushed_out += 1;
+        }
     }
+    assert!(pushed_out >= 64 - 16, "only {pushed_out} of 64 pushed out past a cap of 16");
     let scrape = http(&relay, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(sample(&scrape, "ws_relay_pending_handshakes") <= 16.0, "{scrape}");
     assert!(sample(&scrape, "ws_relay_handshakes_rejected_total{status=\"503\"}") >= 48.0);

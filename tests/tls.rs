@@ -318,3 +318,38 @@ fn messages_larger_than_the_tls_buffers_arrive_whole() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Connections still in their TLS handshake count against
+/// `--max-handshakes` like plain ones still sending their request: a crowd
+/// of half-sent ClientHellos cannot keep a player out, and older ones are
+/// closed as newer ones arrive.
+#[test]
+fn tls_handshakes_count_against_max_handshakes() {
+    let dir = scratch("crowd");
+    let (cert, key, der) = certificate(&dir, "a");
+    let relay = start(&cert, &key, &["--max-handshakes", "4", "--handshake-timeout", "60s"]);
+    let mut crowd: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.tls).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // A record header promising 512 bytes of ClientHello, and one of them.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+            s
+        })
+        .collect();
+    let mut player = wss(relay.tls, client_config(&der, &[&rustls::version::TLS13]), "/ws-relay/crowd");
+    assert_eq!(text(&mut player), "1 self", "a player gets in past the crowd");
+    // All but the cap's worth were closed, well before the 60 s handshake
+    // timeout: with one shard the oldest, with several each shard's oldest.
+    let mut closed = 0;
+    for s in &mut crowd {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut rest = Vec::new();
+        closed += usize::from(s.read_to_end(&mut rest).is_ok());
+    }
+    assert!(closed >= 12 - 4, "only {closed} of 12 closed past a cap of 4");
+    let m = metrics(&relay);
+    assert!(sample(&m, "ws_relay_pending_handshakes") <= 4.0, "{m}");
+    assert!(sample(&m, "ws_relay_handshakes_rejected_total{status=\"503\"}") >= 8.0, "{m}");
+    let _ = std::fs::remove_dir_all(dir);
+}
