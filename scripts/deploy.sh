@@ -29,28 +29,9 @@ if [ "${WS_RELAY_DEPLOY_NO_APT:-}" != 1 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
-tmp=$(mktemp -d /tmp/ws-relay-deploy.XXXXXX)
-chmod 755 "$tmp"   # nginx's workers (nobody) reach their temp folders through it
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$tmp"/*.log "$tmp"/*/*.log; do
-        [ -s "$f" ] && { echo "--- $f (last lines)" >&2; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+name=deploy.sh
+# shellcheck source=scripts/proxy.sh
+source scripts/proxy.sh
 
 # Waits until something answers HTTPS on port $1 (any status will do).
 wait_https() {
@@ -59,15 +40,6 @@ wait_https() {
         sleep 0.1
     done
     return 1
-}
-
-# Replaces the one line matching $2 in file $1 by $3 (sed's replacement syntax),
-# failing if the shipped file no longer has exactly one such line.
-subst() {
-    local n
-    n=$(grep -c -- "$2" "$1" || true)
-    [ "$n" = 1 ] || fail "$1: expected one line matching '$2', found $n"
-    sed -i "s|$2|$3|" "$1"
 }
 
 if [ -n "${WS_RELAY_BIN:-}" ]; then

@@ -67,29 +67,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo build --release --quiet --features load --bins
 
-tmp=$(mktemp -d /tmp/ws-relay-tls.XXXXXX)
-chmod 755 "$tmp" # nginx's worker (nobody) reaches its temp folders through it
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+name=tls.sh
+# shellcheck source=scripts/proxy.sh
+source scripts/proxy.sh
 trap 'exit 130' INT TERM
-
-fail() {
-    echo "tls.sh: $*" >&2
-    for f in "$tmp"/*.log "$tmp"/nginx/error.log; do
-        [ -s "$f" ] && { echo "--- $f (last lines)" >&2; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -120,14 +101,6 @@ stop() {
     local pid
     for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
-
-# Replaces the one line matching $2 in file $1 by $3, as scripts/deploy.sh does.
-subst() {
-    local n
-    n=$(grep -c -- "$2" "$1" || true)
-    [ "$n" = 1 ] || fail "$1: expected one line matching '$2', found $n"
-    sed -i "s|$2|$3|" "$1"
 }
 
 # Starts nginx on core 0 in front of the relay at $plain_addr; sets
