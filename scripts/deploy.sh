@@ -32,6 +32,7 @@ fi
 name=deploy.sh
 # shellcheck source=scripts/proxy.sh
 source scripts/proxy.sh
+scratch
 
 # Waits until something answers HTTPS on port $1 (any status will do).
 wait_https() {

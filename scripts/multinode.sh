@@ -64,6 +64,10 @@ else
     relay_bin=$repo/target/release/ws-relay
 fi
 
+name=multinode.sh
+# free_port and subst; the scratch folder, its cleanup and fail are this script's own.
+# shellcheck source=scripts/proxy.sh
+source scripts/proxy.sh
 tmp=$(mktemp -d /tmp/ws-relay-multinode.XXXXXX)
 chmod 755 "$tmp"   # HAProxy's workers run as the haproxy user
 pids=()
@@ -93,19 +97,6 @@ fail() {
     done
     echo "== summary: FAIL" >&2
     exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Replaces the one line matching $2 in file $1 by $3 (sed's replacement syntax),
-# failing if the shipped file no longer has exactly one such line.
-subst() {
-    local n
-    n=$(grep -c -- "$2" "$1" || true)
-    [ "$n" = 1 ] || fail "$1: expected one line matching '$2', found $n"
-    sed -i "s|$2|$3|" "$1"
 }
 
 # Starts relay node $1 (relay1..relay4); sets ${relay_port[$1]} and ${metrics[$1]}.

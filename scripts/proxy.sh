@@ -1,20 +1,24 @@
 # shellcheck shell=bash disable=SC2154
 # Sourced by the scripts that run proxies in front of the relay (deploy.sh,
-# tls.sh): a scratch folder with a cleanup on exit, and the helpers they share.
-# Set $name (the script's name, for messages) before sourcing.
+# tls.sh, multinode.sh): a scratch folder with a cleanup on exit, and the
+# helpers they share. Set $name (the script's name, for messages) first.
 
-# $tmp, a scratch folder that nginx's workers (nobody) can reach their temp
-# folders through; on exit every process in $pids is stopped and it is removed.
-tmp=$(mktemp -d "/tmp/ws-relay-$name.XXXXXX")
-chmod 755 "$tmp"
-pids=()
+# Sets $tmp, a scratch folder that a proxy's workers (nginx's run as nobody)
+# can reach their temp folders through; on exit every process in $pids is
+# stopped and the folder removed.
+scratch() {
+    tmp=$(mktemp -d "/tmp/ws-relay-$name.XXXXXX")
+    chmod 755 "$tmp"
+    pids=()
+    trap cleanup EXIT
+}
+
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$tmp"
 }
-trap cleanup EXIT
 
 # Says why, with the last lines of every log in $tmp, and exits 1.
 fail() {

@@ -70,6 +70,7 @@ cargo build --release --quiet --features load --bins
 name=tls.sh
 # shellcheck source=scripts/proxy.sh
 source scripts/proxy.sh
+scratch
 trap 'exit 130' INT TERM
 
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
