@@ -5,6 +5,7 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress};
 
 use crate::proto::deflate::inflate_message;
+use crate::proto::error::ProtocolError;
 use crate::proto::frame::apply_mask;
 pub use crate::proto::frame::{FrameHeader, OpCode};
 use crate::proto::message::parse_close;
@@ -81,13 +82,31 @@ impl Deflater {
     }
 }
 
-/// The client's inflater, once the 101 accepted permessage-deflate.
+/// A client's side of permessage-deflate for what the server sends, once
+/// the 101 accepted it: inflates each compressed message.
 #[derive(Debug)]
-struct Inflate {
+pub struct Inflater {
     ctx: Decompress,
     /// The server said `server_no_context_takeover`: every message must
     /// inflate on its own, which resetting before each one checks.
     no_context_takeover: bool,
+}
+
+impl Inflater {
+    /// An inflater with a 32 KiB window; `no_context_takeover` if the 101
+    /// said `server_no_context_takeover`.
+    pub fn new(no_context_takeover: bool) -> Self {
+        Self { ctx: Decompress::new_with_window_bits(false, 15), no_context_takeover }
+    }
+
+    /// One whole compressed message's payload, inflated (the tail the sender
+    /// removed appended back, RFC 7692 §7.2.2).
+    pub fn inflate(&mut self, payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        if self.no_context_takeover {
+            self.ctx.reset(false);
+        }
+        inflate_message(&mut self.ctx, payload)
+    }
 }
 
 /// What a server sent, as a client sees it.
@@ -128,7 +147,7 @@ pub struct ServerParser {
     buf: Vec<u8>,
     state: State,
     /// permessage-deflate, if the 101 accepted it.
-    inflate: Option<Inflate>,
+    inflate: Option<Inflater>,
     compressed: u64,
 }
 
@@ -194,8 +213,7 @@ impl ServerParser {
                         return Err(Malformed(format!("unexpected Sec-WebSocket-Extensions: {value}")));
                     }
                     let no_context_takeover = params.any(|p| p == "server_no_context_takeover");
-                    self.inflate =
-                        Some(Inflate { ctx: Decompress::new_with_window_bits(false, 15), no_context_takeover });
+                    self.inflate = Some(Inflater::new(no_context_takeover));
                 }
                 self.state = if code == 101 {
                     State::Frames
@@ -235,10 +253,8 @@ impl ServerParser {
                     (_, false) => payload,
                     (None, true) => return Err(Malformed("RSV1 without permessage-deflate".into())),
                     (Some(inflate), true) => {
-                        if inflate.no_context_takeover {
-                            inflate.ctx.reset(false);
-                        }
-                        inflated = inflate_message(&mut inflate.ctx, payload)
+                        inflated = inflate
+                            .inflate(payload)
                             .map_err(|e| Malformed(format!("a compressed message that does not inflate: {e}")))?;
                         self.compressed += 1;
                         &inflated[..]

@@ -6,13 +6,14 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flate2::{Decompress, FlushDecompress};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::ClientConnection;
 use slab::Slab;
-use ws_relay::client::{masked_frame, masked_frame_rsv1, upgrade_request, upgrade_request_offering, Deflater};
+use ws_relay::client::{
+    masked_frame, masked_frame_rsv1, upgrade_request, upgrade_request_offering, Deflater, Inflater,
+};
 use ws_relay::client::{FrameHeader, OpCode};
 
 use crate::report::Step;
@@ -120,9 +121,8 @@ struct Client {
 /// messages compressed with the context carried over, the relay's inflated.
 struct Compression {
     deflater: Deflater,
-    inflater: Decompress,
-    /// The 101 took the offer; until then and without it, frames go plain.
-    agreed: bool,
+    /// Once the 101 took the offer; until then, and without it, frames go plain.
+    inflater: Option<Inflater>,
 }
 
 /// What the loop counts while a plan runs.
@@ -157,8 +157,6 @@ pub struct Fleet {
     deflate: bool,
     /// Reports carry a JSON body, as a game's would, rather than padding.
     json_reports: bool,
-    /// A compressed message, inflated.
-    inflated: Vec<u8>,
     /// A TLS failure was printed: the first says why, the rest would repeat it.
     tls_failure_said: bool,
     /// The first finished handshake's version and suite, for the report.
@@ -185,7 +183,6 @@ impl Fleet {
             tls: None,
             deflate: false,
             json_reports: false,
-            inflated: Vec::new(),
             tls_failure_said: false,
             tls_described: false,
         })
@@ -214,7 +211,7 @@ impl Fleet {
 
     /// Whether every open client's upgrade agreed to permessage-deflate.
     pub fn all_compressing(&self) -> bool {
-        self.clients.iter().all(|(_, c)| c.compression.as_ref().is_some_and(|z| z.agreed))
+        self.clients.iter().all(|(_, c)| c.compression.as_ref().is_some_and(|z| z.inflater.is_some()))
     }
 
     /// Every upgrade from now on offers `token` the way ws-relay.js does, in
@@ -260,14 +257,8 @@ impl Fleet {
             );
         }
         let out = if upgrade { request } else { Vec::new() };
-        let compression = self.deflate.then(|| {
-            Box::new(Compression {
-                deflater: Deflater::new(15, true),
-                // server_no_context_takeover: reset before every message.
-                inflater: Decompress::new_with_window_bits(false, 15),
-                agreed: false,
-            })
-        });
+        let compression =
+            self.deflate.then(|| Box::new(Compression { deflater: Deflater::new(15, true), inflater: None }));
         entry.insert(Client {
             stream,
             tls,
@@ -469,7 +460,7 @@ impl Fleet {
             msg.resize(size.max(msg.len() + 1), b'x');
         }
         c.mask = c.mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        match c.compression.as_mut().filter(|z| z.agreed) {
+        match c.compression.as_mut().filter(|z| z.inflater.is_some()) {
             Some(z) => {
                 let deflated = z.deflater.compress(&msg);
                 masked_frame_rsv1(&mut c.out, true, true, OpCode::Text, &deflated, c.mask.to_le_bytes());
@@ -581,7 +572,10 @@ impl Fleet {
             }
             if let Some(z) = &mut c.compression {
                 let head = String::from_utf8_lossy(&c.inbuf[..end]).to_ascii_lowercase();
-                z.agreed = head.contains("\r\nsec-websocket-extensions: permessage-deflate");
+                if let Some(at) = head.find("\r\nsec-websocket-extensions: permessage-deflate") {
+                    let line = head[at + 2..].lines().next().unwrap_or_default();
+                    z.inflater = Some(Inflater::new(line.contains("server_no_context_takeover")));
+                }
             }
             at = end + 4;
             c.state = State::Open;
@@ -593,20 +587,19 @@ impl Fleet {
                 break;
             }
             let mut payload = &c.inbuf[at + len..at + len + size];
+            let inflated;
             if header.rsv1 {
                 // The relay sends every message in one frame, so a frame is a message.
-                let Some(z) = &mut c.compression else { return false };
-                z.inflater.reset(false);
-                self.inflated.clear();
-                let mut input = payload.to_vec();
-                input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
-                self.inflated.reserve(64 * 1024);
-                if z.inflater.decompress_vec(&input, &mut self.inflated, FlushDecompress::Sync).is_err() {
-                    eprintln!("a compressed message that does not inflate");
-                    return false;
-                }
+                let Some(inflater) = c.compression.as_mut().and_then(|z| z.inflater.as_mut()) else { return false };
+                inflated = match inflater.inflate(payload) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        eprintln!("a compressed message that does not inflate: {e}");
+                        return false;
+                    }
+                };
                 self.tally.compressed += 1;
-                payload = &self.inflated;
+                payload = &inflated;
             }
             match header.opcode {
                 OpCode::Text | OpCode::Binary => {
