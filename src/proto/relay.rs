@@ -885,17 +885,28 @@ impl Relay {
         if payload.len() < min || header.rsv1 || header.opcode.is_control() {
             return frame;
         }
-        self.stats.compressions += 1;
-        if !self.compressors.compress(class, payload, &mut variants.deflated, false) {
+        if !self.compress(variants, class, header.opcode, payload, false) {
             return frame;
+        }
+        variants.state[at] = Variant::Compressed;
+        &variants.frames[at]
+    }
+
+    /// Compresses `payload` for window size `class` into that size's frame
+    /// in `variants`, a whole frame of `opcode`, and counts it. False, with
+    /// no frame written, if compressing would not make it smaller, unless
+    /// `always`.
+    fn compress(&mut self, variants: &mut Variants, class: u8, opcode: OpCode, payload: &[u8], always: bool) -> bool {
+        self.stats.compressions += 1;
+        if !self.compressors.compress(class, payload, &mut variants.deflated, always) {
+            return false;
         }
         self.stats.compressed_in += payload.len() as u64;
         self.stats.compressed_out += variants.deflated.len() as u64;
-        let out = &mut variants.frames[at];
+        let out = &mut variants.frames[usize::from(class - 8)];
         out.clear();
-        encode_compressed_frame(out, header.opcode, &variants.deflated);
-        variants.state[at] = Variant::Compressed;
-        out
+        encode_compressed_frame(out, opcode, &variants.deflated);
+        true
     }
 
     /// Echo mode: `frame` back to `conn`, whose message arrived compressed,
@@ -907,15 +918,9 @@ impl Relay {
         let class = self.outputs.get(conn).map_or(0, |slot| slot.deflate);
         let Ok(Some((header, len))) = FrameHeader::parse(frame) else { return 0 };
         let mut variants = mem::take(&mut self.variants);
-        self.stats.compressions += 1;
-        let payload = &frame[len..];
-        let bytes = if class > 0 && self.compressors.compress(class, payload, &mut variants.deflated, true) {
-            self.stats.compressed_in += payload.len() as u64;
-            self.stats.compressed_out += variants.deflated.len() as u64;
-            let out = &mut variants.frames[usize::from(class - 8)];
-            out.clear();
-            encode_compressed_frame(out, header.opcode, &variants.deflated);
-            &out[..]
+        // It arrived compressed, so its connection agreed to a window (class > 0).
+        let bytes = if class > 0 && self.compress(&mut variants, class, header.opcode, &frame[len..], true) {
+            &variants.frames[usize::from(class - 8)][..]
         } else {
             frame
         };
