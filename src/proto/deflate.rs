@@ -15,6 +15,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 
 use super::error::ProtocolError;
 use super::frame::{encode_frame, FrameHeader, OpCode};
+use super::handshake::is_tchar;
 use super::state::{ImportError, Reader, Writer};
 
 /// The four bytes a sync flush ends with, which a sender removes from a
@@ -236,11 +237,6 @@ fn skip_space(value: &[u8], at: &mut usize) {
     while matches!(value.get(*at), Some(b' ' | b'\t')) {
         *at += 1;
     }
-}
-
-/// RFC 9110 §5.6.2: the characters of a token.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn token<'a>(value: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {

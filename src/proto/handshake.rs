@@ -323,8 +323,9 @@ fn take_body(pending: &mut Option<Box<ApiCall>>, input: &[u8], already: usize) -
     pending.take().map(|call| (Request::Api(*call), already + take))
 }
 
-/// RFC 9110 §5.6.2: the characters of a token, such as a method.
-fn is_tchar(b: u8) -> bool {
+/// RFC 9110 §5.6.2: the characters of a token, such as a method or an
+/// extension's name.
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
