@@ -12,9 +12,17 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use tungstenite::{Message, WebSocket};
+use tungstenite::WebSocket;
+
+mod common;
+
+use common::{http_to, sample, send, text};
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+fn metrics(relay: &Relay) -> String {
+    http_to(relay.plain, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+}
 
 /// A relay serving ws:// on `plain` and wss:// on `tls`, killed when dropped.
 struct Relay {
@@ -106,32 +114,6 @@ fn ws(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     tungstenite::client::client(format!("ws://{addr}{path}"), tcp).expect("upgrade").0
-}
-
-fn text<S: Read + Write>(ws: &mut WebSocket<S>) -> String {
-    loop {
-        match ws.read().expect("a message before the timeout") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-fn send<S: Read + Write>(ws: &mut WebSocket<S>, s: &str) {
-    ws.send(Message::text(s)).unwrap();
-}
-
-fn metrics(relay: &Relay) -> String {
-    let mut s = TcpStream::connect(relay.plain).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(f64::NAN)
 }
 
 #[test]

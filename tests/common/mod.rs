@@ -129,7 +129,8 @@ impl Raw {
     }
 }
 
-pub fn text(ws: &mut WebSocket<TcpStream>) -> String {
+/// The next text message, skipping pings and pongs, over TCP or TLS.
+pub fn text<S: Read + Write>(ws: &mut WebSocket<S>) -> String {
     loop {
         match ws.read().expect("a message before the timeout") {
             Message::Text(t) => return t.to_string(),
@@ -143,7 +144,7 @@ pub fn texts(ws: &mut WebSocket<TcpStream>, n: usize) -> Vec<String> {
     (0..n).map(|_| text(ws)).collect()
 }
 
-pub fn send(ws: &mut WebSocket<TcpStream>, s: &str) {
+pub fn send<S: Read + Write>(ws: &mut WebSocket<S>, s: &str) {
     ws.send(Message::text(s)).unwrap();
 }
 
