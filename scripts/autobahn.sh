@@ -66,35 +66,23 @@ run deflate
 # turns each of its connections into a TLS one to the relay's TLS port,
 # checking the certificate made here: every frame goes through rustls and
 # the driver's TLS read and write paths, 16 MiB messages included.
-for tool in socat openssl; do
-    if ! command -v "$tool" >/dev/null; then
-        sudo=
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends socat openssl >/dev/null
-    fi
-done
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-start_relay "${flags[@]}" --tls-listen 127.0.0.1:0 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
-for _ in $(seq 100); do
-    tls=$(sed -n 's/^tls on //p' "$work/relay.out")
-    [ -n "$tls" ] && break
-    sleep 0.05
-done
-[ -n "$tls" ] || { echo "autobahn: the relay printed no 'tls on' line"; exit 1; }
+if ! command -v socat >/dev/null; then
+    sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends socat >/dev/null
+fi
+make_certificate "$work/tls"
+start_tls_relay "$work/tls" "${flags[@]}"
 bridge=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 socat "TCP-LISTEN:$bridge,bind=127.0.0.1,reuseaddr,fork" \
-    "OPENSSL:$tls,cafile=$work/cert.pem,commonname=localhost" 2>"$work/socat.log" &
+    "OPENSSL:$tls,cafile=$work/tls/cert.pem,commonname=localhost" 2>"$work/socat.log" &
 socat=$!
 trap 'kill $relay $socat 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$bridge") 2>/dev/null && break; sleep 0.05; done
-plain_addr=$addr
 addr=127.0.0.1:$bridge
 run tls "${selection[@]}"
 kill "$socat" 2>/dev/null || true
-addr=$plain_addr
 
 python3 - "$work" scripts/autobahn-expected.json "$KOSOKU_VERSION" "${UPDATE:-}" <<'PY'
 import json, sys, collections
