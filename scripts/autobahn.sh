@@ -72,11 +72,11 @@ if ! command -v socat >/dev/null; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends socat >/dev/null
 fi
-make_certificate "$work/tls"
-start_tls_relay "$work/tls" "${flags[@]}"
+make_certificate "$work/certificate"
+start_tls_relay "$work/certificate" "${flags[@]}"
 bridge=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 socat "TCP-LISTEN:$bridge,bind=127.0.0.1,reuseaddr,fork" \
-    "OPENSSL:$tls,cafile=$work/tls/cert.pem,commonname=localhost" 2>"$work/socat.log" &
+    "OPENSSL:$tls,cafile=$work/certificate/cert.pem,commonname=localhost" 2>"$work/socat.log" &
 socat=$!
 trap 'kill $relay $socat 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$bridge") 2>/dev/null && break; sleep 0.05; done
@@ -90,7 +90,7 @@ work, expected_path, version, update = sys.argv[1], sys.argv[2], sys.argv[3], sy
 key = lambda c: tuple(int(p) for p in c.split("."))
 # Cases where the suite itself gives no verdict but INFORMATIONAL.
 informational_only = {"7.1.6", "7.13.1", "7.13.2"}
-rank = {"OK": 0, "INFORMATIONAL": 0, "UNIMPLEMENTED": 1, "NON-STRICT": 2, "FAILED": 3}
+rank = {"OK": 0, "INFORMATIONAL": 0, "UNIMPLEMENTED": 1, "NON-STRICT": 2, "FAILED": 3, "ERROR": 4}
 cols = ["OK", "NON-STRICT", "FAILED", "UNIMPLEMENTED", "INFORMATIONAL"]
 runs = {}
 problems = []
